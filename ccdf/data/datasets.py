@@ -1,0 +1,156 @@
+"""Data sets: image folders (PNG/JPEG), complex MRI slices (.npy), and the bundled samples.
+
+Every item is a dict ``{"x0": Tensor [C, H, W], "index": int, "name": str}``; ``index`` keys
+random generators and saved files, so results do not depend on batching or devices.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ccdf.data.transforms import normalize_complex, to_model
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+ARRAY_EXTENSIONS = (".npy",)
+
+
+def list_files(root: str | Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Sorted files under ``root`` (recursively) with one of ``extensions``; clear errors otherwise."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    if not files:
+        raise ValueError(f"no {'/'.join(extensions)} files in {root}")
+    return files
+
+
+def load_image(path: Path, size: int, channels: int = 3) -> Tensor:
+    """Read an image as ``[C, size, size]`` in [-1, 1]: RGBA/palette/grayscale converted,
+    shorter side resized (bicubic, anti-aliased) to ``size``, then centre-cropped."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = "RGB" if channels == 3 else "L"
+            if img.mode in ("RGBA", "LA", "P") and mode == "RGB":
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img)
+            img = img.convert(mode)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+    w, h = img.size
+    scale = size / min(w, h)
+    if (w, h) != (size, size):
+        new = (max(size, round(w * scale)), max(size, round(h * scale)))
+        img = img.resize(new, Image.BICUBIC, reducing_gap=None)
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return to_model(torch.from_numpy(arr.copy()).permute(2, 0, 1))
+
+
+def center_crop(x: Tensor, size: int) -> Tensor:
+    h, w = x.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"image of {h}x{w} is smaller than the crop size {size}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+class ImageFolder(Dataset):
+    """Any folder of PNG/JPEG images (searched recursively, sorted by path).
+
+    Args:
+        root: the folder.
+        size: output side length (resize shorter side, centre crop).
+        channels: 3 (RGB) or 1 (grayscale).
+        max_images: keep the first ``max_images`` files (None: all).
+    """
+
+    kind = "image"
+
+    def __init__(self, root: str | Path, size: int = 256, channels: int = 3, max_images: int | None = None) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.root = Path(root)
+        self.files = list_files(root, IMAGE_EXTENSIONS)[:max_images]
+        self.size = size
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        return {"x0": load_image(path, self.size, self.channels), "index": index, "name": path.stem}
+
+
+class ComplexSliceFolder(Dataset):
+    """A folder of 2-D ``.npy`` MRI slices (complex or magnitude), as complex ``[1, size, size]``.
+
+    Each slice is centre-cropped to ``size`` and scaled to magnitude max 1 (score-MRI's
+    convention for its samples). Real arrays become complex with zero imaginary part.
+    """
+
+    kind = "mri"
+
+    def __init__(self, root: str | Path, size: int = 320, max_images: int | None = None) -> None:
+        self.root = Path(root)
+        self.files = list_files(root, ARRAY_EXTENSIONS)[:max_images]
+        self.size = size
+        self.channels = 1
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read MRI slice {path}: {err}") from err
+        if arr.ndim != 2 or not (np.iscomplexobj(arr) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"{path}: expected a 2-D complex or float array, got {arr.dtype} {arr.shape}")
+        x = torch.from_numpy(arr.astype(np.complex64))
+        x = normalize_complex(center_crop(x, self.size))
+        return {"x0": x[None], "index": index, "name": path.stem}
+
+
+def samples_root() -> Path:
+    """Folder of the bundled samples (package data, see its README.md)."""
+    return Path(str(resources.files("ccdf") / "assets" / "samples"))
+
+
+def bundled_samples(name: str = "ffhq", split: str = "eval", size: int = 256, max_images: int | None = None) -> Dataset:
+    """The bundled real samples: ``ffhq`` (RGB faces) or ``fastmri_knee`` (complex knee slices).
+
+    ``split="eval"`` is what the demo reconstructs; ``split="prior"`` is what the Gaussian
+    prior is fitted to; the two never overlap.
+    """
+    if split not in ("eval", "prior"):
+        raise ValueError(f"split must be 'eval' or 'prior', got {split!r}")
+    root = samples_root() / name / split
+    if name == "ffhq":
+        return ImageFolder(root, size=size, channels=3, max_images=max_images)
+    if name == "fastmri_knee":
+        return ComplexSliceFolder(root, size=size, max_images=max_images)
+    raise ValueError(f"unknown bundled sample set {name!r}; choose 'ffhq' or 'fastmri_knee'")
+
+
+def stack_images(dataset: Dataset, max_images: int | None = None) -> Tensor:
+    """All items' ``x0`` stacked: ``[M, C, H, W]``."""
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    return torch.stack([dataset[i]["x0"] for i in range(n)])

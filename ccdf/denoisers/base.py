@@ -1,0 +1,59 @@
+"""The single interface samplers see: a denoiser D(x_t, t) -> x0_hat (EDM, k-diffusion)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class DenoiserOutput:
+    """A denoiser's answer when it says more than x0_hat.
+
+    Attributes:
+        x0_hat: the estimate of the clean image, same shape as ``x_t``.
+        var_frac: IDDPM's learned-range interpolation ``(v + 1) / 2`` in ``[0, 1]`` per pixel
+            (log variance = frac * log beta + (1 - frac) * log beta_tilde), or ``None``.
+    """
+
+    x0_hat: Tensor
+    var_frac: Tensor | None = None
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor | DenoiserOutput:
+        """Return x0_hat (or a :class:`DenoiserOutput`) for ``x_t`` ``[B, ...]`` at times ``t`` ``[B]``."""
+        ...
+
+
+def as_output(out: Tensor | DenoiserOutput) -> DenoiserOutput:
+    return out if isinstance(out, DenoiserOutput) else DenoiserOutput(out)
+
+
+class CountingDenoiser(nn.Module):
+    """Counts network evaluations (NFE): one per call, and per item of each batch."""
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        super().__init__()
+        self.inner = denoiser
+        self.calls = 0
+        self.items = 0
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor | DenoiserOutput:
+        self.calls += 1
+        self.items += int(x_t.shape[0])
+        return self.inner(x_t, t)
+
+    def reset(self) -> None:
+        self.calls = self.items = 0
+
+
+def apply_real_imag(fn, x: Tensor) -> Tensor:
+    """Apply a real-valued map to Re(x) and Im(x) separately, as score-MRI does for complex data."""
+    if not torch.is_complex(x):
+        return fn(x)
+    return torch.complex(fn(x.real), fn(x.imag))

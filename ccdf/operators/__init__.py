@@ -1,0 +1,19 @@
+"""Measurement operators with forward, adjoint, pseudo-inverse and data-consistency projection."""
+
+from ccdf.operators.base import Operator, conjugate_gradient, measure
+from ccdf.operators.inpainting import Inpainting
+from ccdf.operators.masks import cartesian_mask
+from ccdf.operators.mri import SingleCoilMRI, fft2c, ifft2c
+from ccdf.operators.superres import SuperResolution
+
+__all__ = [
+    "Inpainting",
+    "Operator",
+    "SingleCoilMRI",
+    "SuperResolution",
+    "cartesian_mask",
+    "conjugate_gradient",
+    "fft2c",
+    "ifft2c",
+    "measure",
+]

@@ -1,0 +1,53 @@
+"""1-D Cartesian under-sampling masks for MRI (columns of a centred k-space)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+PATTERNS = ("uniform", "gaussian")
+
+
+def cartesian_mask(
+    width: int, acceleration: float, center_fraction: float, pattern: str = "uniform", seed: int = 0
+) -> Tensor:
+    """A ``[width]`` 0/1 column mask with exactly ``round(width / acceleration)`` sampled columns.
+
+    The ``round(width * center_fraction)`` columns around ``width // 2`` (the DC column of a
+    centred k-space) are always sampled, as in fastMRI's ``RandomMaskFunc``. The remaining
+    columns are drawn without replacement, uniformly (``uniform``) or with a Gaussian density
+    around the centre of standard deviation ``width * 15 / 128`` (score-MRI's ``gaussian1d``).
+    Unlike fastMRI's Bernoulli draw, the count is fixed, so the realised acceleration
+    ``width / mask.sum()`` equals the requested one up to rounding.
+    """
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown mask pattern {pattern!r}; choose one of {PATTERNS}")
+    if acceleration < 1:
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    total = round(width / acceleration)
+    num_center = round(width * center_fraction)
+    if num_center > total:
+        raise ValueError(
+            f"center_fraction={center_fraction} samples {num_center} columns, more than the "
+            f"{total} that acceleration {acceleration} allows"
+        )
+    mask = torch.zeros(width)
+    start = width // 2 - num_center // 2
+    mask[start : start + num_center] = 1
+    free = torch.nonzero(mask == 0).reshape(-1)
+    if pattern == "uniform":
+        weights = torch.ones(free.shape[0], dtype=torch.float64)
+    else:
+        std = width * 15 / 128
+        weights = torch.exp(-0.5 * ((free.double() - width / 2) / std) ** 2)
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.multinomial(weights, total - num_center, replacement=False, generator=g)
+    mask[free[pick]] = 1
+    return mask
+
+
+def realised_acceleration(mask: Tensor) -> float:
+    """Ratio of k-space columns to sampled columns."""
+    return mask.numel() / max(float(mask.sum()), 1.0) if mask.ndim == 1 else math.nan

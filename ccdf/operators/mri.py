@@ -1,0 +1,94 @@
+"""Single-coil Cartesian MRI: A = M F with the centred orthonormal 2-D FFT.
+
+Convention: images are complex tensors ``[B, 1, H, W]`` (complex64/128); k-space has the same
+shape with the DC term at ``(H // 2, W // 2)`` (fastMRI's ``fft2c``). A real input is read as
+a complex image with zero imaginary part. The mask selects columns (phase encodes).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ccdf.operators.base import Operator, check_spatial
+from ccdf.operators.masks import cartesian_mask
+
+
+def fft2c(x: Tensor) -> Tensor:
+    """Centred orthonormal 2-D FFT over the last two axes."""
+    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+
+
+def ifft2c(k: Tensor) -> Tensor:
+    """Inverse of :func:`fft2c`."""
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+
+
+def _complex(x: Tensor) -> Tensor:
+    if torch.is_complex(x):
+        return x
+    return torch.complex(x, torch.zeros_like(x))
+
+
+class SingleCoilMRI(Operator):
+    r"""k-space sub-sampling y = M F x; adjoint = pinv = F^H M; ``project = F^H((1 - M) F x + M y)``.
+
+    Args:
+        mask: ``[W]`` column mask or ``[H, W]`` k-space mask (0/1, centred grid).
+        image_size: ``(H, W)``; required with a column mask.
+    """
+
+    def __init__(self, mask: Tensor, image_size: int | tuple[int, int] | None = None) -> None:
+        super().__init__()
+        mask = torch.as_tensor(mask, dtype=torch.float32)
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask entries must be 0 or 1")
+        if mask.ndim == 1:
+            if image_size is None:
+                raise ValueError("a column mask needs image_size")
+            h = image_size if isinstance(image_size, int) else image_size[0]
+            if isinstance(image_size, int):
+                image_size = (image_size, image_size)
+            if mask.shape[0] != image_size[1]:
+                raise ValueError(f"column mask of {mask.shape[0]} does not fit width {image_size[1]}")
+            mask = mask[None, :].expand(h, -1)
+        if mask.ndim != 2:
+            raise ValueError(f"mask must be [W] or [H, W], got shape {tuple(mask.shape)}")
+        self.register_buffer("mask", mask.contiguous()[None, None])
+
+    @classmethod
+    def cartesian(
+        cls,
+        image_size: int,
+        acceleration: float = 4,
+        center_fraction: float = 0.08,
+        pattern: str = "uniform",
+        seed: int = 0,
+    ) -> SingleCoilMRI:
+        """1-D random Cartesian mask (see :func:`ccdf.operators.masks.cartesian_mask`)."""
+        return cls(cartesian_mask(image_size, acceleration, center_fraction, pattern, seed), image_size)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.mask.shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def acceleration(self) -> float:
+        return float(self.mask.numel() / self.mask.sum())
+
+    def _m(self, x: Tensor) -> Tensor:
+        check_spatial(x, self.size, "SingleCoilMRI")
+        return self.mask.to(device=x.device, dtype=x.real.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._m(x) * fft2c(_complex(x))
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return ifft2c(self._m(y) * _complex(y))
+
+    def pinv(self, y: Tensor) -> Tensor:
+        return self.adjoint(y)
+
+    def project(self, x: Tensor, y: Tensor) -> Tensor:
+        m = self._m(x)
+        return ifft2c((1 - m) * fft2c(_complex(x)) + m * _complex(y))

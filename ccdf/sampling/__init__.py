@@ -1,0 +1,20 @@
+"""CCDF sampling: ``sample_ccdf``, reverse steps and data-consistency steps."""
+
+from ccdf.sampling.ccdf import StepInfo, expected_nfe, reverse_steps, sample_ccdf
+from ccdf.sampling.dc import DC_FACTORIES, make_identity_dc, make_projection_dc
+from ccdf.sampling.steps import CORRECTORS, STEPS, ancestral_step, ddim_step, langevin_correct
+
+__all__ = [
+    "CORRECTORS",
+    "DC_FACTORIES",
+    "STEPS",
+    "StepInfo",
+    "ancestral_step",
+    "ddim_step",
+    "expected_nfe",
+    "langevin_correct",
+    "make_identity_dc",
+    "make_projection_dc",
+    "reverse_steps",
+    "sample_ccdf",
+]

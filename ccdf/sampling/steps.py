@@ -1,0 +1,113 @@
+r"""Reverse steps from t to s < t, written for any (alpha, sigma) schedule.
+
+Notation: a_t = alpha(t), s_t = sigma(t); the transition q(x_t | x_s) has mean
+(a_t / a_s) x_s and variance :math:`\sigma_{ts}^2 = s_t^2 - (a_t/a_s)^2 s_s^2` (for a discrete
+VP chain this is the (respaced) beta, for VE it is s_t^2 - s_s^2), and the posterior
+q(x_s | x_t, x0) has variance :math:`\tilde\sigma^2 = \sigma_{ts}^2 s_s^2 / s_t^2` (beta-tilde).
+Every step returns x_s; no noise is added on the last step (s = 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ccdf.denoisers.base import DenoiserOutput
+from ccdf.schedules.base import Schedule
+from ccdf.utils.rng import Generator, randn_like
+from ccdf.utils.tensor import batch_sq_norm, bcast
+
+StepFn = Callable[..., Tensor]
+VARIANCES = ("beta", "beta_tilde", "learned")
+
+
+def _coefs(schedule: Schedule, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    a_t, s_t, a_s, s_s = schedule.alpha(t), schedule.sigma(t), schedule.alpha(s), schedule.sigma(s)
+    var_ts = (s_t**2 - (a_t / a_s) ** 2 * s_s**2).clamp(min=0)
+    var_post = var_ts * s_s**2 / s_t**2
+    return a_t, s_t, a_s, s_s, var_ts, var_post
+
+
+def ancestral_step(
+    schedule: Schedule,
+    x: Tensor,
+    out: DenoiserOutput,
+    t: Tensor,
+    s: Tensor,
+    *,
+    variance: str = "beta",
+    generator: Generator = None,
+    **_: object,
+) -> Tensor:
+    r"""DDPM ancestral step (Ho et al. 2020, eq. 6-7; IDDPM learned range, Nichol & Dhariwal eq. 15).
+
+    Mean: the posterior mean of q(x_s | x_t, x0_hat),
+    :math:`\mu = \frac{a_s \sigma_{ts}^2}{s_t^2} \hat x_0 + \frac{(a_t/a_s) s_s^2}{s_t^2} x_t`.
+    Variance: ``beta`` (sigma_ts^2, DDPM's "fixed large"; for VE this is score-SDE's reverse
+    diffusion predictor), ``beta_tilde`` (fixed small) or ``learned`` (IDDPM's
+    ``exp(f log beta + (1 - f) log beta_tilde)``, f = ``out.var_frac``).
+    """
+    a_t, s_t, a_s, s_s, var_ts, var_post = _coefs(schedule, t, s)
+    mean = bcast(a_s * var_ts / s_t**2, x) * out.x0_hat + bcast((a_t / a_s) * s_s**2 / s_t**2, x) * x
+    if variance == "beta":
+        std = bcast(var_ts.sqrt(), x)
+    elif variance == "beta_tilde":
+        std = bcast(var_post.sqrt(), x)
+    elif variance == "learned":
+        if out.var_frac is None:
+            raise ValueError("variance='learned' needs a denoiser that predicts the variance (IDDPM learn_sigma)")
+        log_hi = bcast(var_ts.clamp(min=1e-300).log(), x)
+        log_lo = bcast(var_post.clamp(min=1e-300).log(), x)
+        std = torch.exp(0.5 * (out.var_frac * log_hi + (1 - out.var_frac) * log_lo))
+    else:
+        raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
+    std = std * bcast((s > 0).to(var_ts.dtype), x)  # no noise on the last step
+    return mean + std * randn_like(x, generator)
+
+
+def ddim_step(
+    schedule: Schedule,
+    x: Tensor,
+    out: DenoiserOutput,
+    t: Tensor,
+    s: Tensor,
+    *,
+    eta: float = 0.0,
+    generator: Generator = None,
+    **_: object,
+) -> Tensor:
+    r"""DDIM step (Song, Meng & Ermon 2021, eq. 12): :math:`x_s = a_s \hat x_0 + \sqrt{s_s^2 - \sigma^2}\,\hat\epsilon + \sigma z`.
+
+    :math:`\hat\epsilon = (x_t - a_t \hat x_0)/s_t` and :math:`\sigma = \eta\,\tilde\sigma`; eta = 0 is
+    deterministic, eta = 1 is DDPM with the beta-tilde variance.
+    """
+    a_t, s_t, a_s, s_s, _, var_post = _coefs(schedule, t, s)
+    eps_hat = (x - bcast(a_t, x) * out.x0_hat) / bcast(s_t, x)
+    var_eta = eta**2 * var_post
+    x_s = bcast(a_s, x) * out.x0_hat + bcast((s_s**2 - var_eta).clamp(min=0).sqrt(), x) * eps_hat
+    if eta > 0:
+        x_s = x_s + bcast(var_eta.sqrt(), x) * randn_like(x, generator)
+    return x_s
+
+
+def langevin_correct(
+    schedule: Schedule, x: Tensor, out: DenoiserOutput, t: Tensor, s: Tensor, *, snr: float, generator: Generator = None
+) -> Tensor:
+    r"""One Langevin corrector step at level t (Song et al. 2021, Alg. 4-5), per-item step size.
+
+    score = (a_t x0_hat - x) / s_t^2; step = 2 alpha (snr ||z|| / ||score||)^2 with alpha = a_t^2 / a_s^2
+    (1 for VE); x <- x + step * score + sqrt(2 step) z. score-SDE averages the norms over the
+    batch; here they are per item, so an image's result does not depend on its batch.
+    """
+    a_t, s_t, a_s = schedule.alpha(t), schedule.sigma(t), schedule.alpha(s)
+    score = (bcast(a_t, x) * out.x0_hat - x) / bcast(s_t**2, x)
+    z = randn_like(x, generator)
+    ratio = batch_sq_norm(z).sqrt() / batch_sq_norm(score).sqrt().clamp(min=1e-30)
+    step = 2 * (a_t / a_s) ** 2 * (snr * ratio.to(torch.float64)) ** 2
+    return x + bcast(step, x) * score + bcast((2 * step).sqrt(), x) * z
+
+
+STEPS: dict[str, StepFn] = {"ancestral": ancestral_step, "ddpm": ancestral_step, "ddim": ddim_step}
+CORRECTORS: dict[str, StepFn] = {"langevin": langevin_correct}

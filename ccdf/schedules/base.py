@@ -1,0 +1,77 @@
+"""The ``Schedule`` protocol: the forward process x_t = alpha(t) x0 + sigma(t) eps, t in [0, 1]."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from ccdf.utils.rng import Generator, randn_like
+from ccdf.utils.tensor import bcast
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """Forward process ``x_t = alpha(t) * x0 + sigma(t) * eps`` with ``t`` in ``[0, 1]`` (0 = data).
+
+    ``alpha`` and ``sigma`` take a float or a ``[B]`` tensor and return float64 tensors of the
+    same shape (score_sde's ``marginal_prob`` as two named functions; EDM's s(t), sigma(t)).
+    """
+
+    kind: str  # "vp" or "ve"
+
+    def alpha(self, t: Tensor | float) -> Tensor: ...
+
+    def sigma(self, t: Tensor | float) -> Tensor: ...
+
+    def timesteps(self, num_steps: int, t_start: float = 1.0) -> Tensor:
+        """Decreasing float64 grid from ~t_start to 0 with ``round(t_start * num_steps) + 1`` entries."""
+        ...
+
+
+def as_time(t: Tensor | float) -> Tensor:
+    """A float64 tensor view of a time (scalar or ``[B]``)."""
+    return torch.as_tensor(t, dtype=torch.float64)
+
+
+def uniform_timesteps(num_steps: int, t_start: float = 1.0) -> Tensor:
+    """``k / num_steps`` for ``k = K, ..., 0`` with ``K = round(t_start * num_steps)``.
+
+    >>> uniform_timesteps(10, 0.3).tolist()
+    [0.3, 0.2, 0.1, 0.0]
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    k = num_steps_from_t0(t_start, num_steps)
+    return torch.arange(k, -1, -1, dtype=torch.float64) / num_steps
+
+
+def num_steps_from_t0(t0: float, num_steps: int) -> int:
+    """CCDF's N' = round(t0 * N), after checking that t0 lies in (0, 1].
+
+    >>> num_steps_from_t0(0.1, 1000)
+    100
+    """
+    if not 0.0 < float(t0) <= 1.0:
+        raise ValueError(f"t0 must be in (0, 1], got {t0}")
+    k = int(round(float(t0) * num_steps))
+    if k < 1:
+        raise ValueError(f"t0={t0} gives round(t0 * num_steps) = 0 reverse steps with num_steps={num_steps}")
+    return k
+
+
+def forward_diffuse(schedule: Schedule, x0: Tensor, t: Tensor | float, generator: Generator = None) -> Tensor:
+    """Sample q(x_t | x0) = N(alpha(t) x0, sigma(t)^2 I): CCDF's forward jump from x_init to t0.
+
+    Args:
+        schedule: the forward process.
+        x0: clean images ``[B, C, H, W]`` (real or complex).
+        t: a time in ``[0, 1]``, scalar or ``[B]``.
+        generator: see :mod:`ccdf.utils.rng`.
+
+    Returns:
+        ``x_t``, same shape and dtype as ``x0``.
+    """
+    eps = randn_like(x0, generator)
+    return bcast(schedule.alpha(t), x0) * x0 + bcast(schedule.sigma(t), x0) * eps

@@ -1,0 +1,1 @@
+"""Small utilities: random generators, atomic file IO, broadcasting."""

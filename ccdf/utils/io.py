@@ -1,0 +1,58 @@
+"""Atomic file writes: a file either appears complete or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+    return atomic_write(path, write)
+
+
+def to_uint8(img: Tensor) -> np.ndarray:
+    """``[C, H, W]`` in [0, 1] -> ``[H, W, C]`` (or ``[H, W]``) uint8."""
+    arr = (img.detach().to("cpu").float().clamp(0, 1) * 255).round().to(torch.uint8)
+    arr = arr.permute(1, 2, 0).numpy()
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
+def save_png(path: str | Path, img: Tensor | np.ndarray) -> Path:
+    """Save ``[C, H, W]`` in [0, 1] (or a uint8 array) as PNG, atomically."""
+    from PIL import Image
+
+    arr = img if isinstance(img, np.ndarray) else to_uint8(img)
+    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+
+
+def save_npy(path: str | Path, arr: np.ndarray) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+
+    return atomic_write(path, write)
