@@ -66,6 +66,7 @@ def sample_ccdf(
     corrector: str | StepFn | None = None,
     n_corrector: int = 1,
     snr: float = 0.16,
+    corrector_step: str = "sigma",
     dc: str | DataConsistency = "project",
     x0_clip: float | None = None,
     generator: Generator = None,
@@ -90,7 +91,8 @@ def sample_ccdf(
         step: ``"ddpm"``/``"ancestral"`` or ``"ddim"`` (:data:`ccdf.sampling.steps.STEPS`), or a callable.
         variance: ancestral variance ``beta`` | ``beta_tilde`` | ``learned``.
         eta: DDIM's eta.
-        corrector: ``"langevin"`` or None; ``n_corrector`` steps per level with signal-to-noise ``snr``.
+        corrector: ``"langevin"`` or None; ``n_corrector`` steps per level with signal-to-noise
+            ``snr`` and step-size rule ``corrector_step`` (:func:`ccdf.sampling.steps.langevin_correct`).
         dc: ``"project"`` | ``"none"`` (:data:`ccdf.sampling.dc.DC_FACTORIES`) or a callable.
         x0_clip: clamp x0_hat to [-c, c] (guided-diffusion's ``clip_denoised``), or None.
         generator: a generator or one per item (:mod:`ccdf.utils.rng`).
@@ -149,7 +151,7 @@ def sample_ccdf(
         if corr_fn is not None:
             for _ in range(n_corrector):
                 out = _denoise(denoiser, xa, t_vec, x0_clip)
-                xa = dc_fn(corr_fn(schedule, xa, out, t_cur, t_next, snr=snr, generator=ga), ya, t_cur, ga)
+                xa = dc_fn(corr_fn(schedule, xa, out, t_cur, t_next, snr=snr, step_size=corrector_step, generator=ga), ya, t_cur, ga)
         out = _denoise(denoiser, xa, t_vec, x0_clip)
         xa = step_fn(schedule, xa, out, t_cur, t_next, variance=variance, eta=eta, generator=ga)
         xa = dc_fn(xa, ya, t_next, ga)

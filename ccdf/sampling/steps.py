@@ -93,20 +93,42 @@ def ddim_step(
 
 
 def langevin_correct(
-    schedule: Schedule, x: Tensor, out: DenoiserOutput, t: Tensor, s: Tensor, *, snr: float, generator: Generator = None
+    schedule: Schedule,
+    x: Tensor,
+    out: DenoiserOutput,
+    t: Tensor,
+    s: Tensor,
+    *,
+    snr: float,
+    step_size: str = "sigma",
+    generator: Generator = None,
 ) -> Tensor:
-    r"""One Langevin corrector step at level t (Song et al. 2021, Alg. 4-5), per-item step size.
+    r"""One Langevin corrector step at level t (Song et al. 2021, Alg. 4-5).
 
-    score = (a_t x0_hat - x) / s_t^2; step = 2 alpha (snr ||z|| / ||score||)^2 with alpha = a_t^2 / a_s^2
-    (1 for VE); x <- x + step * score + sqrt(2 step) z. score-SDE averages the norms over the
-    batch; here they are per item, so an image's result does not depend on its batch.
+    score = (a_t x0_hat - x) / s_t^2 and x <- x + eps * score + sqrt(2 eps) z, with
+    alpha = a_t^2 / a_s^2 (1 for VE) and the step size eps chosen by ``step_size``:
+
+    * ``"sigma"`` (default): eps = 2 alpha (snr s_t)^2, the annealed-Langevin rule of SMLD
+      (Song & Ermon 2019). It does not depend on the state, so each corrector step is an
+      unadjusted Langevin step whose stationary law deviates from p_t by O(snr^2) only.
+    * ``"norm"``: eps = 2 alpha (snr ||z|| / ||score||)^2, score-SDE's rule, with norms per
+      item (score-SDE averages them over the batch, which would make an image's result depend
+      on its batch). In image dimensions ||score|| ~ sqrt(d) / s_t at high noise, so the two
+      agree there; in low dimensions the state-dependent step inflates the sampled variance
+      (measured: +33% at d = 16, +15% at d = 64 for a Gaussian prior).
     """
     a_t, s_t, a_s = schedule.alpha(t), schedule.sigma(t), schedule.alpha(s)
     score = (bcast(a_t, x) * out.x0_hat - x) / bcast(s_t**2, x)
     z = randn_like(x, generator)
-    ratio = batch_sq_norm(z).sqrt() / batch_sq_norm(score).sqrt().clamp(min=1e-30)
-    step = 2 * (a_t / a_s) ** 2 * (snr * ratio.to(torch.float64)) ** 2
-    return x + bcast(step, x) * score + bcast((2 * step).sqrt(), x) * z
+    alpha = (a_t / a_s) ** 2
+    if step_size == "sigma":
+        eps = 2 * alpha * (snr * s_t) ** 2 * torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
+    elif step_size == "norm":
+        ratio = batch_sq_norm(z).sqrt() / batch_sq_norm(score).sqrt().clamp(min=1e-30)
+        eps = 2 * alpha * (snr * ratio.to(torch.float64)) ** 2
+    else:
+        raise ValueError(f"unknown corrector step_size {step_size!r}; choose 'sigma' or 'norm'")
+    return x + bcast(eps, x) * score + bcast((2 * eps).sqrt(), x) * z
 
 
 STEPS: dict[str, StepFn] = {"ancestral": ancestral_step, "ddpm": ancestral_step, "ddim": ddim_step}

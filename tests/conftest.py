@@ -1,0 +1,32 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors run faster, and timings are steadier, on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def periodic_cov(n: int, var: float = 0.25, rho: float = 0.77) -> torch.Tensor:
+    """1-D periodic AR(1)-like covariance var * rho^|i-j| (circular distance): correlated, full rank."""
+    i = torch.arange(n)
+    d = (i[:, None] - i[None]).abs()
+    d = torch.minimum(d, n - d)
+    return var * rho ** d.double()

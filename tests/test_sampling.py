@@ -1,0 +1,266 @@
+"""Samplers against exact answers with Gaussian priors (the exact denoiser is known in closed form).
+
+Statistical tolerances: with M independent samples, a whitened coordinate's sample mean has
+standard error 1/sqrt(M) and its sample variance 1 +- sqrt(2/M); a sample covariance entry of
+two independent unit coordinates has s.e. 1/sqrt(M). We compare each of k such statistics with
+a bound of 4.5 standard errors, which a correct sampler exceeds with probability below
+k * 7e-6 (Bonferroni; k <= 136 here, so < 0.1%), while the discretisation errors we guard
+against (wrong variance, wrong mean, wrong step) give tens of standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ccdf.denoisers import CountingDenoiser, DenoiserOutput, DenseGaussianPrior, GaussianDenoiser
+from ccdf.denoisers.gaussian import StationaryGaussianPrior
+from ccdf.operators import Inpainting, SingleCoilMRI, fft2c
+from ccdf.sampling import ancestral_step, ddim_step, expected_nfe, sample_ccdf
+from ccdf.schedules import VE, DiscreteVP
+from ccdf.utils.rng import per_sample_generators
+from tests.conftest import gen, periodic_cov
+
+Z = 4.5
+N_PIX = 16
+M = 3000
+
+
+def dense_prior() -> DenseGaussianPrior:
+    mu = torch.linspace(-0.3, 0.3, N_PIX, dtype=torch.float64)
+    return DenseGaussianPrior(mu, periodic_cov(N_PIX), (1, 1, N_PIX))
+
+
+def whitened(x: torch.Tensor, mean: torch.Tensor, evecs: torch.Tensor, evals: torch.Tensor) -> torch.Tensor:
+    return ((x.reshape(x.shape[0], -1) - mean) @ evecs) / evals.sqrt()
+
+
+def assert_standard_normal(w: torch.Tensor) -> None:
+    """Rows of w should be iid N(0, I): check means, variances and covariances (see module doc)."""
+    m, k = w.shape
+    mean_z = w.mean(0) * math.sqrt(m)
+    var_z = (w.var(0) - 1) / math.sqrt(2 / m)
+    cov = torch.cov(w.T)
+    off = (cov - torch.diag(torch.diag(cov)))[torch.triu_indices(k, k, 1).unbind()] * math.sqrt(m)
+    assert mean_z.abs().max() < Z, f"mean off by {mean_z.abs().max():.2f} s.e."
+    assert var_z.abs().max() < Z, f"variance off by {var_z.abs().max():.2f} s.e."
+    assert off.abs().max() < Z, f"covariance off by {off.abs().max():.2f} s.e."
+
+
+SAMPLERS = {
+    "ddpm_beta": (DiscreteVP.linear, dict(step="ddpm", variance="beta")),
+    "ddpm_beta_tilde": (DiscreteVP.linear, dict(step="ddpm", variance="beta_tilde")),
+    "ddim_eta0": (DiscreteVP.linear, dict(step="ddim", eta=0.0)),
+    "ve_pc": (lambda: VE(0.01, 50.0), dict(step="ancestral", corrector="langevin", snr=0.16)),
+}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_unconditional_samples_match_prior(name):
+    """t0 = 1 from x_init = 0, no data consistency: samples ~ N(mu, Sigma)."""
+    make_schedule, kw = SAMPLERS[name]
+    schedule = make_schedule()
+    prior = dense_prior()
+    z = torch.zeros(M, 1, 1, N_PIX, dtype=torch.float64)
+    op = Inpainting(torch.ones(1, N_PIX))
+    x = sample_ccdf(GaussianDenoiser(prior, schedule), schedule, op, z, z, t0=1.0, num_steps=1000, dc="none",
+                    generator=gen(1), **kw)
+    assert_standard_normal(whitened(x, prior.mean, prior.evecs, prior.evals))
+
+
+@pytest.mark.parametrize("name", ["ddpm_beta", "ddim_eta0", "ve_pc"])
+def test_conditional_samples_match_posterior_commuting_pixel_mask(name):
+    """Diagonal Sigma with a pixel mask (A commutes with Sigma): the replacement sampler is exact.
+
+    Observed pixels equal y exactly; the missing ones are N(mu_i, Sigma_ii), independent of y.
+    """
+    make_schedule, kw = SAMPLERS[name]
+    schedule = make_schedule()
+    var = torch.linspace(0.05, 1.5, N_PIX, dtype=torch.float64)
+    mu = torch.linspace(0.2, -0.2, N_PIX, dtype=torch.float64)
+    prior = DenseGaussianPrior(mu, torch.diag(var), (1, 1, N_PIX))
+    mask = (torch.arange(N_PIX) % 3 == 0).double().reshape(1, N_PIX)
+    op = Inpainting(mask)
+    x_true = prior.sample(1, gen(5)).expand(M, -1, -1, -1)
+    y = op(x_true)
+    x = sample_ccdf(GaussianDenoiser(prior, schedule), schedule, op, y, op.pinv(y), t0=1.0, num_steps=1000,
+                    generator=gen(2), **kw)
+    assert torch.equal(op(x), y) if schedule.kind == "vp" else torch.allclose(op(x), y, atol=1e-12)
+    # exact posterior of the missing pixels (closed form, also via the generic dense formula)
+    a_mat = torch.diag(mask.reshape(-1))
+    post_mean, post_cov = prior.posterior(a_mat, y[:1])
+    keep = mask.reshape(-1) == 0
+    torch.testing.assert_close(post_mean[0, keep], mu[keep])
+    torch.testing.assert_close(post_cov[keep][:, keep], torch.diag(var[keep]))
+    cov = post_cov[keep][:, keep]
+    evals, evecs = torch.linalg.eigh(cov)
+    xs = x.reshape(M, -1)[:, keep]
+    assert_standard_normal(whitened(xs, post_mean[0, keep], evecs, evals))
+
+
+def test_conditional_samples_match_posterior_stationary_prior_mri():
+    """Stationary prior, complex images, Fourier-domain (k-space) mask: A commutes with Sigma.
+
+    Exact posterior: measured k-space coefficients equal y; every unmeasured coefficient K is
+    circular complex Gaussian with mean 0 and E|K|^2 = 2 P(k) (Re and Im images are iid with
+    spectrum P), so |K|^2 / (2P) ~ Exp(1): mean 1, s.e. 1/sqrt(M).
+    """
+    h = w = 12
+    m = 1000
+    radii = torch.linspace(0, 0.7072, 32, dtype=torch.float64)
+    log_power = torch.log(0.2 / (1 / 64 + radii**2) ** 1.5 / 300)[None]
+    prior = StationaryGaussianPrior(torch.tensor([0.1]), torch.eye(1), radii, log_power)
+    schedule = DiscreteVP.linear()
+    op = SingleCoilMRI.cartesian(w, 3, 0.17, "uniform", seed=4)
+    x_true = torch.complex(prior.sample(1, h, w, gen(0)), prior.sample(1, h, w, gen(1)))
+    y = op(x_true).expand(m, -1, -1, -1)
+    x = sample_ccdf(GaussianDenoiser(prior, schedule), schedule, op, y, op.pinv(y), t0=1.0, num_steps=500,
+                    generator=gen(3))
+    k = fft2c(x)
+    mask = op.mask[0, 0].bool()
+    torch.testing.assert_close(k[..., mask], y[..., mask], atol=1e-10, rtol=0)
+    p = torch.fft.fftshift(prior.power(h, w)[0])[~mask]
+    ku = k[:, 0][:, ~mask]
+    ratio_z = ((ku.abs() ** 2).mean(0) / (2 * p) - 1) * math.sqrt(m)
+    mean_z = ku.mean(0).abs() / (2 * p / m).sqrt()
+    assert ratio_z.abs().max() < Z, ratio_z.abs().max()
+    assert mean_z.max() < Z, mean_z.max()
+
+
+@pytest.mark.parametrize("t0,n_corrector", [(0.1, 0), (0.37, 0), (1.0, 0), (0.2, 1), (0.05, 2)])
+def test_nfe_counts(t0, n_corrector):
+    schedule = DiscreteVP.linear()
+    prior = dense_prior()
+    counter = CountingDenoiser(GaussianDenoiser(prior, schedule))
+    x = prior.sample(3, gen(0))
+    op = Inpainting(torch.ones(1, N_PIX))
+    sample_ccdf(counter, schedule, op, op(x), x, t0=t0, num_steps=1000, generator=gen(0),
+                corrector="langevin" if n_corrector else None, n_corrector=n_corrector)
+    assert counter.calls == round(t0 * 1000) * (1 + n_corrector) == expected_nfe(t0, 1000, n_corrector)
+    assert counter.items == 3 * counter.calls
+
+
+def _setup():
+    schedule = DiscreteVP.linear()
+    prior = dense_prior()
+    op = Inpainting((torch.arange(N_PIX) % 2 == 0).double().reshape(1, N_PIX))
+    x = prior.sample(4, gen(0))
+    return schedule, GaussianDenoiser(prior, schedule), op, op(x), op.pinv(op(x))
+
+
+@pytest.mark.parametrize("kw", [dict(step="ddpm"), dict(step="ddim", eta=0.5), dict(corrector="langevin")])
+def test_same_seed_same_output(kw):
+    schedule, den, op, y, x_init = _setup()
+    run = lambda s: sample_ccdf(den, schedule, op, y, x_init, t0=0.3, num_steps=100, generator=gen(s), **kw)  # noqa: E731
+    assert torch.equal(run(0), run(0))
+    assert not torch.equal(run(0), run(1))
+
+
+def test_per_item_generators_make_batching_irrelevant_and_t0_batchable():
+    """One batched pass with per-item t0 equals separate runs (per-item generators)."""
+    schedule, den, op, y, x_init = _setup()
+    t0s = [0.05, 0.3, 0.3, 0.12]
+    batched = sample_ccdf(den, schedule, op, y, x_init, t0=torch.tensor(t0s), num_steps=100,
+                          generator=per_sample_generators(7, range(4)))
+    for b, t0 in enumerate(t0s):
+        alone = sample_ccdf(den, schedule, op, y[b : b + 1], x_init[b : b + 1], t0=t0, num_steps=100,
+                            generator=per_sample_generators(7, [b]))
+        torch.testing.assert_close(batched[b : b + 1], alone, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("t0", [0.0, -0.1, 1.5, float("nan"), 0.0004])
+def test_bad_t0_is_a_clear_error(t0):
+    schedule, den, op, y, x_init = _setup()
+    with pytest.raises(ValueError, match="t0"):
+        sample_ccdf(den, schedule, op, y, x_init, t0=t0, num_steps=1000)
+
+
+def test_shape_mismatches_are_clear_errors():
+    schedule, den, op, y, x_init = _setup()
+    with pytest.raises(ValueError, match="batch size"):
+        sample_ccdf(den, schedule, op, y[:2], x_init, t0=0.1, num_steps=10)
+    with pytest.raises(ValueError, match="expects"):
+        sample_ccdf(den, schedule, Inpainting(torch.ones(1, 8)), y, x_init, t0=0.1, num_steps=10)
+    with pytest.raises(ValueError, match="y has shape"):
+        sample_ccdf(den, schedule, op, y[..., :8], x_init, t0=0.1, num_steps=10)
+    with pytest.raises(ValueError, match="t0 values"):
+        sample_ccdf(den, schedule, op, y, x_init, t0=[0.1, 0.2], num_steps=10)
+    with pytest.raises(ValueError, match="unknown step"):
+        sample_ccdf(den, schedule, op, y, x_init, t0=0.1, num_steps=10, step="heun")
+
+
+def test_better_init_gives_smaller_error_at_small_t0():
+    """CCDF's premise: started close, a short reverse run ends closer."""
+    schedule, den, op, _, _ = _setup()
+    prior = den.prior
+    x_true = prior.sample(2000, gen(9))
+    y = op(x_true)
+    errs = []
+    for scale in (0.1, 1.0):
+        x_init = op.project(x_true + scale * torch.randn(x_true.shape, generator=gen(10), dtype=torch.float64), y)
+        x = sample_ccdf(den, schedule, op, y, x_init, t0=0.05, num_steps=1000, generator=gen(11))
+        errs.append(float((x - x_true).pow(2).mean()))
+    assert errs[0] < 0.5 * errs[1]
+
+
+def test_ddim_eta1_is_ddpm_with_beta_tilde():
+    """DDIM with eta = 1 is the ancestral step with the posterior variance (identity, same noise)."""
+    schedule = DiscreteVP.linear()
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64, generator=gen(0))
+    out = DenoiserOutput(torch.randn(3, 1, 4, 4, dtype=torch.float64, generator=gen(1)))
+    t, s = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.48, dtype=torch.float64)
+    a = ddim_step(schedule, x, out, t, s, eta=1.0, generator=gen(2))
+    b = ancestral_step(schedule, x, out, t, s, variance="beta_tilde", generator=gen(2))
+    torch.testing.assert_close(a, b)
+
+
+def test_learned_variance_interpolates_between_beta_and_beta_tilde():
+    schedule = DiscreteVP.linear()
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=gen(0))
+    x0 = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=gen(1))
+    t, s = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.29, dtype=torch.float64)
+    for frac, variance in ((1.0, "beta"), (0.0, "beta_tilde")):
+        learned = ancestral_step(schedule, x, DenoiserOutput(x0, torch.full_like(x, frac)), t, s,
+                                 variance="learned", generator=gen(3))
+        fixed = ancestral_step(schedule, x, DenoiserOutput(x0), t, s, variance=variance, generator=gen(3))
+        torch.testing.assert_close(learned, fixed)
+    with pytest.raises(ValueError, match="predicts the variance"):
+        ancestral_step(schedule, x, DenoiserOutput(x0), t, s, variance="learned")
+
+
+def test_ancestral_matches_ddpm_posterior_coefficients():
+    """Mean = sqrt(abar_s) beta / (1 - abar_t) x0 + sqrt(alpha) (1 - abar_s) / (1 - abar_t) x_t (Ho et al. eq. 7)."""
+    schedule = DiscreteVP.linear()
+    abar = torch.cumprod(1 - schedule.betas, 0)
+    i = 300  # t = (i + 1) / N -> guided index i, s -> i - 1
+    t, s = torch.tensor((i + 1) / 1000, dtype=torch.float64), torch.tensor(i / 1000, dtype=torch.float64)
+    beta, ab_t, ab_s = schedule.betas[i], abar[i], abar[i - 1]
+    x = torch.randn(1, 1, 2, 2, dtype=torch.float64, generator=gen(0))
+    x0 = torch.randn(1, 1, 2, 2, dtype=torch.float64, generator=gen(1))
+    mean = ancestral_step(schedule, x, DenoiserOutput(x0), t, s, variance="beta_tilde", generator=gen(2))
+    noise = torch.randn(1, 1, 2, 2, dtype=torch.float64, generator=gen(2))
+    expected = ab_s.sqrt() * beta / (1 - ab_t) * x0 + (1 - beta).sqrt() * (1 - ab_s) / (1 - ab_t) * x
+    expected = expected + (beta * (1 - ab_s) / (1 - ab_t)).sqrt() * noise
+    torch.testing.assert_close(mean, expected)
+
+
+def test_ve_ancestral_is_score_sde_reverse_diffusion():
+    """VE: x_mean = x + (s_t^2 - s_s^2) score, noise std sqrt(s_t^2 - s_s^2) (score-SDE's predictor)."""
+    schedule = VE(0.01, 50.0)
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64, generator=gen(0))
+    x0 = torch.randn(2, 1, 3, 3, dtype=torch.float64, generator=gen(1))
+    t, s = torch.tensor(0.6, dtype=torch.float64), torch.tensor(0.59, dtype=torch.float64)
+    st, ss = schedule.sigma(t), schedule.sigma(s)
+    got = ancestral_step(schedule, x, DenoiserOutput(x0), t, s, variance="beta", generator=gen(2))
+    score = (x0 - x) / st**2
+    want = x + (st**2 - ss**2) * score + (st**2 - ss**2).sqrt() * torch.randn(2, 1, 3, 3, dtype=torch.float64, generator=gen(2))
+    torch.testing.assert_close(got, want)
+
+
+def test_final_output_is_exactly_consistent_for_vp():
+    """Noiseless replacement: the last DC step at t = 0 sets A x = y exactly."""
+    schedule, den, op, y, x_init = _setup()
+    x = sample_ccdf(den, schedule, op, y, x_init, t0=0.2, num_steps=1000, generator=gen(0))
+    assert torch.equal(op(x), y)
