@@ -25,12 +25,7 @@ from torch import Tensor
 
 from ccdf.nets.fastmri_unet import Unet
 
-FIXTURE = (
-    Path(__file__).resolve().parent
-    / "fixtures"
-    / "fastmri_unet"
-    / "unet_in2_out1_c8_p3_20x22.safetensors"
-)
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fastmri_unet" / "unet_in2_out1_c8_p3_20x22.safetensors"
 KEYS_DIR = Path(__file__).resolve().parents[2] / "shared" / "docs" / "checkpoint-keys"
 
 

@@ -88,9 +88,7 @@ def load_case(case: str) -> tuple[NCSNpp, dict[str, torch.Tensor], dict[str, Any
     overrides = json.loads(meta["config"])
     kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
     net = NCSNpp(**kwargs).eval()
-    sd = {
-        k.removeprefix("state_dict."): v for k, v in tensors.items() if k.startswith("state_dict.")
-    }
+    sd = {k.removeprefix("state_dict."): v for k, v in tensors.items() if k.startswith("state_dict.")}
     ours = net.state_dict()
     net.load_state_dict({k: v.to(ours[k].dtype) for k, v in sd.items()}, strict=True)
     return net, tensors, meta
@@ -197,9 +195,7 @@ def test_matches_official_output(case: str) -> None:
 def test_key_order_matches_official(case: str) -> None:
     net, t, meta = load_case(case)
     assert list(net.state_dict()) == json.loads(meta["state_dict_keys"])
-    assert [n for n, p in net.named_parameters() if p.requires_grad] == json.loads(
-        meta["trainable_keys"]
-    )
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == json.loads(meta["trainable_keys"])
     # the official sigmas buffer (float64) is reproduced bit for bit
     fresh = NCSNpp(image_size=8, nf=8, ch_mult=(1,), num_res_blocks=1, attn_resolutions=())
     assert torch.equal(fresh.sigmas, t["state_dict.sigmas"])
@@ -238,9 +234,7 @@ def test_scalar_sigma_and_backward() -> None:
 # ---------------------------------------------------------------- upfirdn2d
 
 
-def _upfirdn2d_loop(
-    x: torch.Tensor, k: torch.Tensor, up: int, down: int, pad: tuple[int, int]
-) -> torch.Tensor:
+def _upfirdn2d_loop(x: torch.Tensor, k: torch.Tensor, up: int, down: int, pad: tuple[int, int]) -> torch.Tensor:
     """Direct definition: y[n] = sum_j k[j] * u[n*down - j] over the padded, zero-stuffed signal u."""
     b, c, h, w = x.shape
     u = torch.zeros(b, c, h * up, w * up, dtype=x.dtype)
@@ -257,18 +251,12 @@ def _upfirdn2d_loop(
     return y
 
 
-@pytest.mark.parametrize(
-    ("up", "down", "pad"), [(1, 1, (1, 2)), (2, 1, (2, 1)), (1, 2, (1, 1)), (3, 2, (0, -1))]
-)
+@pytest.mark.parametrize(("up", "down", "pad"), [(1, 1, (1, 2)), (2, 1, (2, 1)), (1, 2, (1, 1)), (3, 2, (0, -1))])
 def test_upfirdn2d_matches_direct_definition(up: int, down: int, pad: tuple[int, int]) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, 6, dtype=torch.float64, generator=g)
-    k = torch.randn(
-        4, 3, dtype=torch.float64, generator=g
-    )  # asymmetric, non-separable: flip matters
-    torch.testing.assert_close(
-        upfirdn2d(x, k, up=up, down=down, pad=pad), _upfirdn2d_loop(x, k, up, down, pad)
-    )
+    k = torch.randn(4, 3, dtype=torch.float64, generator=g)  # asymmetric, non-separable: flip matters
+    torch.testing.assert_close(upfirdn2d(x, k, up=up, down=down, pad=pad), _upfirdn2d_loop(x, k, up, down, pad))
 
 
 def test_fir_resampling_shapes_and_constants() -> None:

@@ -130,9 +130,7 @@ def test_x4_matches_reference_key_lists(tsv: str, convert) -> None:  # noqa: ANN
         (16, 4, 706, 16_771_843, "2d746a588119bc19"),
     ],
 )
-def test_x8_x16_structure(
-    scale: int, num_up: int, n_tensors: int, n_params: int, oldarch_fp: str
-) -> None:
+def test_x8_x16_structure(scale: int, num_up: int, n_tensors: int, n_params: int, oldarch_fp: str) -> None:
     sd = meta_state_dict(scale=scale)
     up = sorted(k for k in sd if k.startswith("conv_up"))
     assert up == sorted(f"conv_up{k}.{p}" for k in range(1, num_up + 1) for p in ("weight", "bias"))
@@ -234,9 +232,7 @@ NUMERIC_CASES = {
 def test_matches_official_output(stem: str) -> None:
     convert, kwargs = NUMERIC_CASES[stem]
     data = load_file(FIXTURES / f"{stem}.safetensors")
-    official = {
-        k.removeprefix("state_dict."): v for k, v in data.items() if k.startswith("state_dict.")
-    }
+    official = {k.removeprefix("state_dict."): v for k, v in data.items() if k.startswith("state_dict.")}
     sd = convert(official) if convert is not None else official
     net = RRDBNet(3, 3, **kwargs)
     net.load_state_dict(sd, strict=True)
@@ -244,9 +240,5 @@ def test_matches_official_output(stem: str) -> None:
     x, ref = data["input"], data["output"]
     with torch.no_grad():
         y = net(x)
-    assert (
-        y.shape
-        == ref.shape
-        == (x.shape[0], 3, kwargs["scale"] * x.shape[2], kwargs["scale"] * x.shape[3])
-    )
+    assert y.shape == ref.shape == (x.shape[0], 3, kwargs["scale"] * x.shape[2], kwargs["scale"] * x.shape[3])
     assert rel_err(y, ref) <= 1e-5

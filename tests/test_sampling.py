@@ -65,8 +65,9 @@ def test_unconditional_samples_match_prior(name):
     prior = dense_prior()
     z = torch.zeros(M, 1, 1, N_PIX, dtype=torch.float64)
     op = Inpainting(torch.ones(1, N_PIX))
-    x = sample_ccdf(GaussianDenoiser(prior, schedule), schedule, op, z, z, t0=1.0, num_steps=1000, dc="none",
-                    generator=gen(1), **kw)
+    x = sample_ccdf(
+        GaussianDenoiser(prior, schedule), schedule, op, z, z, t0=1.0, num_steps=1000, dc="none", generator=gen(1), **kw
+    )
     assert_standard_normal(whitened(x, prior.mean, prior.evecs, prior.evals))
 
 
@@ -85,8 +86,9 @@ def test_conditional_samples_match_posterior_commuting_pixel_mask(name):
     op = Inpainting(mask)
     x_true = prior.sample(1, gen(5)).expand(M, -1, -1, -1)
     y = op(x_true)
-    x = sample_ccdf(GaussianDenoiser(prior, schedule), schedule, op, y, op.pinv(y), t0=1.0, num_steps=1000,
-                    generator=gen(2), **kw)
+    x = sample_ccdf(
+        GaussianDenoiser(prior, schedule), schedule, op, y, op.pinv(y), t0=1.0, num_steps=1000, generator=gen(2), **kw
+    )
     assert torch.equal(op(x), y) if schedule.kind == "vp" else torch.allclose(op(x), y, atol=1e-12)
     # exact posterior of the missing pixels (closed form, also via the generic dense formula)
     a_mat = torch.diag(mask.reshape(-1))
@@ -116,8 +118,9 @@ def test_conditional_samples_match_posterior_stationary_prior_mri():
     op = SingleCoilMRI.cartesian(w, 3, 0.17, "uniform", seed=4)
     x_true = torch.complex(prior.sample(1, h, w, gen(0)), prior.sample(1, h, w, gen(1)))
     y = op(x_true).expand(m, -1, -1, -1)
-    x = sample_ccdf(GaussianDenoiser(prior, schedule), schedule, op, y, op.pinv(y), t0=1.0, num_steps=500,
-                    generator=gen(3))
+    x = sample_ccdf(
+        GaussianDenoiser(prior, schedule), schedule, op, y, op.pinv(y), t0=1.0, num_steps=500, generator=gen(3)
+    )
     k = fft2c(x)
     mask = op.mask[0, 0].bool()
     torch.testing.assert_close(k[..., mask], y[..., mask], atol=1e-10, rtol=0)
@@ -136,8 +139,18 @@ def test_nfe_counts(t0, n_corrector):
     counter = CountingDenoiser(GaussianDenoiser(prior, schedule))
     x = prior.sample(3, gen(0))
     op = Inpainting(torch.ones(1, N_PIX))
-    sample_ccdf(counter, schedule, op, op(x), x, t0=t0, num_steps=1000, generator=gen(0),
-                corrector="langevin" if n_corrector else None, n_corrector=n_corrector)
+    sample_ccdf(
+        counter,
+        schedule,
+        op,
+        op(x),
+        x,
+        t0=t0,
+        num_steps=1000,
+        generator=gen(0),
+        corrector="langevin" if n_corrector else None,
+        n_corrector=n_corrector,
+    )
     assert counter.calls == round(t0 * 1000) * (1 + n_corrector) == expected_nfe(t0, 1000, n_corrector)
     assert counter.items == 3 * counter.calls
 
@@ -162,11 +175,20 @@ def test_per_item_generators_make_batching_irrelevant_and_t0_batchable():
     """One batched pass with per-item t0 equals separate runs (per-item generators)."""
     schedule, den, op, y, x_init = _setup()
     t0s = [0.05, 0.3, 0.3, 0.12]
-    batched = sample_ccdf(den, schedule, op, y, x_init, t0=torch.tensor(t0s), num_steps=100,
-                          generator=per_sample_generators(7, range(4)))
+    batched = sample_ccdf(
+        den, schedule, op, y, x_init, t0=torch.tensor(t0s), num_steps=100, generator=per_sample_generators(7, range(4))
+    )
     for b, t0 in enumerate(t0s):
-        alone = sample_ccdf(den, schedule, op, y[b : b + 1], x_init[b : b + 1], t0=t0, num_steps=100,
-                            generator=per_sample_generators(7, [b]))
+        alone = sample_ccdf(
+            den,
+            schedule,
+            op,
+            y[b : b + 1],
+            x_init[b : b + 1],
+            t0=t0,
+            num_steps=100,
+            generator=per_sample_generators(7, [b]),
+        )
         torch.testing.assert_close(batched[b : b + 1], alone, rtol=0, atol=1e-12)
 
 
@@ -222,8 +244,9 @@ def test_learned_variance_interpolates_between_beta_and_beta_tilde():
     x0 = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=gen(1))
     t, s = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.29, dtype=torch.float64)
     for frac, variance in ((1.0, "beta"), (0.0, "beta_tilde")):
-        learned = ancestral_step(schedule, x, DenoiserOutput(x0, torch.full_like(x, frac)), t, s,
-                                 variance="learned", generator=gen(3))
+        learned = ancestral_step(
+            schedule, x, DenoiserOutput(x0, torch.full_like(x, frac)), t, s, variance="learned", generator=gen(3)
+        )
         fixed = ancestral_step(schedule, x, DenoiserOutput(x0), t, s, variance=variance, generator=gen(3))
         torch.testing.assert_close(learned, fixed)
     with pytest.raises(ValueError, match="predicts the variance"):
@@ -255,7 +278,11 @@ def test_ve_ancestral_is_score_sde_reverse_diffusion():
     st, ss = schedule.sigma(t), schedule.sigma(s)
     got = ancestral_step(schedule, x, DenoiserOutput(x0), t, s, variance="beta", generator=gen(2))
     score = (x0 - x) / st**2
-    want = x + (st**2 - ss**2) * score + (st**2 - ss**2).sqrt() * torch.randn(2, 1, 3, 3, dtype=torch.float64, generator=gen(2))
+    want = (
+        x
+        + (st**2 - ss**2) * score
+        + (st**2 - ss**2).sqrt() * torch.randn(2, 1, 3, 3, dtype=torch.float64, generator=gen(2))
+    )
     torch.testing.assert_close(got, want)
 
 

@@ -158,7 +158,9 @@ class StationaryGaussianPrior(nn.Module):
         self, num: int, height: int, width: int, generator: Generator = None, dtype: torch.dtype = torch.float64
     ) -> Tensor:
         """``num`` draws from the prior at size ``height x width``: ``[num, C, H, W]``."""
-        w = randn((num, self.channels, height, width), generator=generator, dtype=torch.float64, device=self.mean.device)
+        w = randn(
+            (num, self.channels, height, width), generator=generator, dtype=torch.float64, device=self.mean.device
+        )
         x = self.mean.reshape(1, -1, 1, 1) + self.apply_gain(
             torch.einsum("cd,bdhw->bchw", self.color_basis, w), self.power(height, width).sqrt()[None]
         )
@@ -173,7 +175,8 @@ class StationaryGaussianPrior(nn.Module):
         """Fit mean, colour basis and radial spectrum to real images ``[M, C, H, W]`` (model range).
 
         The spectrum is the mean periodogram ``|fft2(x - mean, norm='ortho')|^2`` over images,
-        averaged over rings of width ``1 / max(H, W)``; the DC term is kept separately.
+        averaged over rings of width ``1 / max(H, W)`` (tabulated at each ring's mean radius) and
+        rescaled so that the pixel variance at the fitting size equals the data's.
         """
         if images.ndim != 4 or images.shape[0] < 1 or torch.is_complex(images):
             raise ValueError(f"fit needs real images [M, C, H, W], got {tuple(images.shape)} {images.dtype}")
@@ -197,13 +200,19 @@ class StationaryGaussianPrior(nn.Module):
             [torch.bincount(ring.reshape(-1), weights=per[k].reshape(-1), minlength=num_rings) for k in range(c)]
         )
         keep = counts > 0
-        radii = torch.arange(num_rings, dtype=torch.float64)[keep] / size
+        radius_sum = torch.bincount(ring.reshape(-1), weights=r.reshape(-1), minlength=num_rings)
+        radii = radius_sum[keep] / counts[keep]  # mean radius of each ring's members
         power = (power[:, keep] / counts[keep]).clamp(min=1e-12)
         # Extend the table to the corner frequency so every grid point is covered.
         corner = math.sqrt(0.5)
         if float(radii[-1]) < corner:
             radii = torch.cat([radii, torch.tensor([corner], dtype=torch.float64)])
             power = torch.cat([power, power[:, -1:]], dim=1)
+        # Interpolating ring means is not exactly variance-preserving on the grid; rescale each
+        # channel so the model's pixel variance at the fitting size equals the data's (Parseval).
+        prior = cls(mean, basis, radii, power.log())
+        scale = per.mean(dim=(-2, -1)) / prior.pixel_variance(h, w)
+        power = power * scale[:, None]
         return cls(mean, basis, radii, power.log())
 
 

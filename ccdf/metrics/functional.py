@@ -9,7 +9,9 @@ from torch import Tensor
 
 def _check(x: Tensor, ref: Tensor) -> None:
     if x.shape != ref.shape or x.ndim != 4:
-        raise ValueError(f"metrics need two [B, C, H, W] tensors of one shape, got {tuple(x.shape)}, {tuple(ref.shape)}")
+        raise ValueError(
+            f"metrics need two [B, C, H, W] tensors of one shape, got {tuple(x.shape)}, {tuple(ref.shape)}"
+        )
 
 
 def mse(x: Tensor, ref: Tensor) -> Tensor:

@@ -93,9 +93,7 @@ def ncsnpp_config(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def upfirdn2d(
-    x: Tensor, kernel: Tensor, *, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
-) -> Tensor:
+def upfirdn2d(x: Tensor, kernel: Tensor, *, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)) -> Tensor:
     """Upsample by zero insertion, pad, filter with a 2-D FIR kernel, then decimate (StyleGAN2).
 
     The same factors and the same ``(before, after)`` padding are used along both spatial axes, as in
@@ -147,9 +145,7 @@ def downsample_2d(x: Tensor, taps: Sequence[float] = (1, 3, 3, 1), factor: int =
     return upfirdn2d(x, kernel, down=factor, pad=((p + 1) // 2, p // 2))
 
 
-def conv_downsample_2d(
-    x: Tensor, weight: Tensor, taps: Sequence[float] = (1, 3, 3, 1), factor: int = 2
-) -> Tensor:
+def conv_downsample_2d(x: Tensor, weight: Tensor, taps: Sequence[float] = (1, 3, 3, 1), factor: int = 2) -> Tensor:
     """FIR blur then strided convolution, padded once (StyleGAN2 fused ``conv2d`` + ``downsample_2d``).
 
     Args:
@@ -191,9 +187,7 @@ def _default_init_(weight: Tensor, scale: float = 1.0) -> Tensor:
     return weight.uniform_(-bound, bound)
 
 
-def _conv(
-    in_ch: int, out_ch: int, kernel_size: int, init_scale: float = 1.0, **kwargs: Any
-) -> nn.Conv2d:
+def _conv(in_ch: int, out_ch: int, kernel_size: int, init_scale: float = 1.0, **kwargs: Any) -> nn.Conv2d:
     """Conv2d with DDPM init and zero bias (score_sde ``ddpm_conv3x3`` / ``ddpm_conv1x1``)."""
     conv = nn.Conv2d(in_ch, out_ch, kernel_size, **kwargs)
     _default_init_(conv.weight, init_scale)
@@ -355,9 +349,7 @@ class ResnetBlockBigGANpp(nn.Module):
 class _FIRConvDown(nn.Module):
     """Strided conv after a FIR blur (score_sde ``up_or_down_sampling.Conv2d(down=True)``)."""
 
-    def __init__(
-        self, in_ch: int, out_ch: int, fir_kernel: Sequence[float], conv_size: int = 3
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, fir_kernel: Sequence[float], conv_size: int = 3) -> None:
         super().__init__()
         self.weight = nn.Parameter(_default_init_(torch.empty(out_ch, in_ch, conv_size, conv_size)))
         self.bias = nn.Parameter(torch.zeros(out_ch))
@@ -464,9 +456,7 @@ class NCSNpp(nn.Module):
     ) -> None:
         super().__init__()
         if resblock_type.lower() != "biggan":
-            raise NotImplementedError(
-                f"resblock_type {resblock_type!r}: only 'biggan' is implemented"
-            )
+            raise NotImplementedError(f"resblock_type {resblock_type!r}: only 'biggan' is implemented")
         if progressive.lower() != "none":
             raise NotImplementedError(f"progressive {progressive!r}: only 'none' is implemented")
         if progressive_input.lower() not in ("none", "residual"):
@@ -474,13 +464,9 @@ class NCSNpp(nn.Module):
                 f"progressive_input {progressive_input!r}: only 'none' and 'residual' are implemented"
             )
         if progressive_combine.lower() not in ("sum", "cat"):
-            raise ValueError(
-                f"progressive_combine must be 'sum' or 'cat', got {progressive_combine!r}"
-            )
+            raise ValueError(f"progressive_combine must be 'sum' or 'cat', got {progressive_combine!r}")
         if embedding_type.lower() != "fourier":
-            raise NotImplementedError(
-                f"embedding_type {embedding_type!r}: only 'fourier' is implemented"
-            )
+            raise NotImplementedError(f"embedding_type {embedding_type!r}: only 'fourier' is implemented")
 
         self.image_size = image_size
         self.num_channels = num_channels
@@ -535,9 +521,7 @@ class NCSNpp(nn.Module):
             if level != num_levels - 1:
                 modules.append(res_block(in_ch, down=True))
                 if self.residual_input:
-                    modules.append(
-                        PyramidDownsample(pyramid_ch, in_ch, fir=fir, fir_kernel=fir_kernel)
-                    )
+                    modules.append(PyramidDownsample(pyramid_ch, in_ch, fir=fir, fir_kernel=fir_kernel))
                     pyramid_ch = in_ch
                 skip_channels.append(in_ch)
 

@@ -248,9 +248,7 @@ def _fmt(keys: Iterable[str], limit: int = 30) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _rename_strict(
-    sd: Mapping[str, Tensor], mapping: Mapping[str, str], what: str
-) -> dict[str, Tensor]:
+def _rename_strict(sd: Mapping[str, Tensor], mapping: Mapping[str, str], what: str) -> dict[str, Tensor]:
     """Rename ``sd`` by ``mapping`` (source key -> target key); every key must match exactly."""
     unknown = set(sd) - set(mapping)
     missing = set(mapping) - set(sd)

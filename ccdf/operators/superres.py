@@ -22,7 +22,9 @@ def downsample_matrix(size: int, factor: int, kernel: str) -> Tensor:
         raise ValueError(f"image size {size} is not divisible by the super-resolution factor {factor}")
     out = size // factor
     if kernel == "box":
-        return torch.kron(torch.eye(out, dtype=torch.float64), torch.full((1, factor), 1.0 / factor, dtype=torch.float64))
+        return torch.kron(
+            torch.eye(out, dtype=torch.float64), torch.full((1, factor), 1.0 / factor, dtype=torch.float64)
+        )
     if kernel == "bicubic":
         return _antialiased_cubic(size, out)
     raise ValueError(f"unknown super-resolution kernel {kernel!r}; choose one of {KERNELS}")

@@ -151,7 +151,12 @@ def sample_ccdf(
         if corr_fn is not None:
             for _ in range(n_corrector):
                 out = _denoise(denoiser, xa, t_vec, x0_clip)
-                xa = dc_fn(corr_fn(schedule, xa, out, t_cur, t_next, snr=snr, step_size=corrector_step, generator=ga), ya, t_cur, ga)
+                xa = dc_fn(
+                    corr_fn(schedule, xa, out, t_cur, t_next, snr=snr, step_size=corrector_step, generator=ga),
+                    ya,
+                    t_cur,
+                    ga,
+                )
         out = _denoise(denoiser, xa, t_vec, x0_clip)
         xa = step_fn(schedule, xa, out, t_cur, t_next, variance=variance, eta=eta, generator=ga)
         xa = dc_fn(xa, ya, t_next, ga)

@@ -78,7 +78,9 @@ def ddim_step(
     generator: Generator = None,
     **_: object,
 ) -> Tensor:
-    r"""DDIM step (Song, Meng & Ermon 2021, eq. 12): :math:`x_s = a_s \hat x_0 + \sqrt{s_s^2 - \sigma^2}\,\hat\epsilon + \sigma z`.
+    r"""DDIM step (Song, Meng & Ermon 2021, eq. 12).
+
+    :math:`x_s = a_s \hat x_0 + \sqrt{s_s^2 - \sigma^2}\,\hat\epsilon + \sigma z`.
 
     :math:`\hat\epsilon = (x_t - a_t \hat x_0)/s_t` and :math:`\sigma = \eta\,\tilde\sigma`; eta = 0 is
     deterministic, eta = 1 is DDPM with the beta-tilde variance.

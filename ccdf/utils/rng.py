@@ -89,7 +89,7 @@ def select_generators(generator: Generator, mask: Tensor) -> Generator:
     """The generators of the items where ``mask`` is true (a shared generator is returned as is)."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
-    return [g for g, m in zip(generator, mask.tolist()) if m]
+    return [g for g, m in zip(generator, mask.tolist(), strict=True) if m]
 
 
 def rand(shape: Sequence[int], *, generator: Generator, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -1,0 +1,110 @@
+"""Data sets: conversions, sizes, bundled samples and clear errors that name the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ccdf.data import ComplexSliceFolder, ImageFolder, bundled_samples, to_unit
+from ccdf.denoisers.gaussian import fit_stationary_prior
+from ccdf.initializers import Bicubic, MaskedFill, PseudoInverse, Zero
+from ccdf.operators import Inpainting, SingleCoilMRI, SuperResolution
+from tests.conftest import SHARED
+
+
+def test_image_folder_converts_and_crops(tmp_path):
+    Image.new("RGBA", (100, 50), (255, 0, 0, 255)).save(tmp_path / "a.png")
+    Image.new("L", (40, 40), 128).save(tmp_path / "b.png")
+    Image.new("P", (64, 64)).save(tmp_path / "c.png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    ds = ImageFolder(tmp_path, size=32)
+    assert len(ds) == 3 and [ds[i]["name"] for i in range(3)] == ["a", "b", "c"]
+    x = ds[0]["x0"]
+    assert x.shape == (3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    torch.testing.assert_close(x[0], torch.ones(32, 32)) and torch.testing.assert_close(x[1], -torch.ones(32, 32))
+    assert ds[1]["x0"].shape == (3, 32, 32)
+    assert ImageFolder(tmp_path, size=16, channels=1)[0]["x0"].shape == (1, 16, 16)
+    assert len(ImageFolder(tmp_path, size=16, max_images=2)) == 2
+
+
+def test_image_folder_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        ImageFolder(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no .png"):
+        ImageFolder(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    ds = ImageFolder(tmp_path)
+    with pytest.raises(ValueError, match="broken.png"):
+        ds[0]
+
+
+def test_complex_slices(tmp_path):
+    arr = np.random.default_rng(0).normal(size=(40, 36)) + 1j * np.random.default_rng(1).normal(size=(40, 36))
+    np.save(tmp_path / "s.npy", arr)
+    np.save(tmp_path / "t.npy", np.abs(arr).astype(np.float32))
+    ds = ComplexSliceFolder(tmp_path, size=32)
+    x = ds[0]["x0"]
+    assert x.dtype == torch.complex64 and x.shape == (1, 32, 32)
+    assert float(x.abs().max()) == pytest.approx(1.0)
+    assert ds[1]["x0"].imag.abs().max() == 0
+    np.save(tmp_path / "u.npy", np.zeros((3, 4, 5)))
+    with pytest.raises(ValueError, match="u.npy"):
+        ds2 = ComplexSliceFolder(tmp_path, size=32)
+        ds2[2]
+    (tmp_path / "v.npy").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="v.npy"):
+        ComplexSliceFolder(tmp_path, size=32)[3]
+
+
+def test_bundled_samples_and_prior_split_are_disjoint():
+    ev, pr = bundled_samples("ffhq", "eval"), bundled_samples("ffhq", "prior")
+    assert len(ev) == 4 and len(pr) == 6
+    assert not {ev[i]["name"] for i in range(4)} & {pr[i]["name"] for i in range(6)}
+    knee = bundled_samples("fastmri_knee", "eval", size=320)
+    assert knee[0]["x0"].dtype == torch.complex64
+    with pytest.raises(ValueError, match="split"):
+        bundled_samples("ffhq", "train")
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "ffhq").exists(), reason="../shared/data not present")
+def test_bundled_ffhq_equals_shared_originals():
+    ev = bundled_samples("ffhq", "eval")
+    with Image.open(SHARED / "data" / "ffhq" / "00000.png") as img:
+        ref = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    torch.testing.assert_close(to_unit(ev[0]["x0"]), ref)
+
+
+def test_fitted_prior_reproduces_the_data_spectrum():
+    """The stationary prior's pixel variance per decorrelated channel equals the data's."""
+    data = bundled_samples("ffhq", "prior", size=64)
+    prior = fit_stationary_prior(data)
+    x = torch.stack([data[i]["x0"] for i in range(len(data))]).double()
+    centred = x - prior.mean.reshape(1, -1, 1, 1)
+    z = torch.einsum("dc,bdhw->bchw", prior.color_basis, centred)
+    torch.testing.assert_close(prior.pixel_variance(64, 64), z.pow(2).mean(dim=(0, 2, 3)), rtol=1e-9, atol=0)
+    # the periodogram itself, ring by ring, is followed closely (not only its total)
+    per = torch.fft.fft2(z, norm="ortho").abs().pow(2).mean(0)
+    model = prior.power(64, 64)
+    low = torch.fft.fftfreq(64).abs()[:, None].expand(64, 64) + torch.fft.fftfreq(64).abs()[None] < 0.1
+    assert float((per[:, low].sum(1) / model[:, low].sum(1) - 1).abs().max()) < 0.1
+    s = prior.sample(64, 64, 64, torch.Generator().manual_seed(0))
+    assert s.shape == (64, 3, 64, 64)
+    assert abs(float(s.var()) / float(x.var()) - 1) < 0.2
+
+
+def test_initializers():
+    x = bundled_samples("ffhq", "eval", size=32)[0]["x0"][None]
+    sr = SuperResolution(4)
+    assert Bicubic()(sr(x), sr).shape == x.shape
+    with pytest.raises(TypeError, match="SuperResolution"):
+        Bicubic()(x, Inpainting.box(32, 8))
+    op = Inpainting.box(32, 8)
+    filled = MaskedFill()(op(x), op)
+    assert torch.equal(op(filled), op(x))
+    hole_err = lambda z: float(((z - x) * (1 - op.mask)).pow(2).sum())  # noqa: E731
+    assert hole_err(filled) < hole_err(PseudoInverse()(op(x), op))
+    mri = SingleCoilMRI.cartesian(32, 4, 0.08)
+    xc = torch.complex(x[:, :1], torch.zeros_like(x[:, :1]))
+    assert torch.equal(Zero()(mri(xc), mri), torch.zeros_like(xc))
