@@ -63,6 +63,34 @@ def build(cfg: DictConfig) -> Components:
     return Components(dataset, schedule, denoiser, operator, initializer, sampler)
 
 
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """Lightning loggers from the ``logger`` group (a dict of targets; empty when ``logger=null``)."""
+    node = cfg.get("logger")
+    if not node:
+        return []
+    return [_instantiate(conf, f"logger {name}") for name, conf in node.items() if conf and "_target_" in conf]
+
+
+def log_results(loggers: list[Any], cfg: DictConfig, result: dict[str, Any], grid_path: Path) -> None:
+    """Send the run's numbers to each logger, with N' as the step (so sweeps plot metric vs N')."""
+    if not loggers:
+        return
+    scalars = {
+        f"test/{k}": float(v)
+        for k, v in result.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("seed",)
+    }
+    params = OmegaConf.to_container(cfg, resolve=True)
+    params.pop("logger", None)
+    for lg in loggers:
+        lg.log_hyperparams(params)
+        lg.log_metrics(scalars, step=int(result["reverse_steps"]))
+        if hasattr(lg, "log_image"):
+            lg.log_image(key="test/grid", images=[str(grid_path)], step=int(result["reverse_steps"]))
+        lg.finalize("success")
+        lg.save()
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values that would otherwise fail late (after minutes of sampling)."""
     if cfg.mode not in MODES:
@@ -113,6 +141,8 @@ def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
     from tqdm.auto import tqdm
 
     comps = build(cfg)
+    loggers = build_loggers(cfg)
+    written += [run_dir / "csv", run_dir / "wandb"]
     counter = CountingDenoiser(comps.denoiser)
     dataset = comps.dataset
     num = len(dataset)
@@ -156,7 +186,8 @@ def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
                 grid_rows.append([preview, to_unit(x_init[b]), to_unit(x[b]), to_unit(x0[b])])
 
     titles = ["measurement", "initializer", "CCDF", "ground truth"]
-    written.append(save_png(run_dir / "grid.png", image_grid(grid_rows, titles)))
+    grid_path = save_png(run_dir / "grid.png", image_grid(grid_rows, titles))
+    written.append(grid_path)
     metrics = _summarise(per_image, is_mri)
     result = {
         "task": _task_name(),
@@ -175,6 +206,7 @@ def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "per_image": per_image,
     }
+    log_results(loggers, cfg, result, grid_path)
     written.append(write_json(run_dir / "metrics.json", result))
     log.info(
         "task=%s t0=%g N'=%d/%d NFE=%g | PSNR %.2f dB (init %.2f) | SSIM %.4f (init %.4f) | %d images, %.1f s -> %s",

@@ -157,3 +157,20 @@ def test_empty_folder_is_a_clear_error(tmp_path):
         ok=False,
     )
     assert "no .png/.jpg/.jpeg/.bmp/.webp files in" in proc.stderr + proc.stdout
+
+
+def test_loggers_csv_and_wandb_offline(tmp_path):
+    """logger=many: CSV metrics with N' as the step, and an offline W&B run (no key, no network)."""
+    run_dir = tmp_path / "run"
+    env_key = os.environ.pop("WANDB_API_KEY", None)
+    try:
+        run_app("task=inpaint", "debug=smoke", "logger=many", f"hydra.run.dir={run_dir}")
+    finally:
+        if env_key is not None:
+            os.environ["WANDB_API_KEY"] = env_key
+    rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    header, values = rows[0].split(","), rows[1].split(",")
+    record = dict(zip(header, values, strict=True))
+    assert float(record["step"]) == metrics(run_dir)["reverse_steps"]
+    assert float(record["test/psnr"]) == pytest.approx(metrics(run_dir)["psnr"])
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))

@@ -22,8 +22,8 @@ def mse(x: Tensor, ref: Tensor) -> Tensor:
 def psnr(x: Tensor, ref: Tensor, data_range: float | Tensor = 1.0) -> Tensor:
     """Peak signal-to-noise ratio in dB, 10 log10(range^2 / MSE), per image.
 
-    >>> psnr(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.1)).round(decimals=4)
-    tensor([20.])
+    >>> round(psnr(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.1)).item(), 4)
+    20.0
     """
     data_range = torch.as_tensor(data_range, dtype=torch.float64).reshape(-1)
     return 10 * torch.log10(data_range**2 / mse(x, ref).to(torch.float64).clamp(min=1e-20))
