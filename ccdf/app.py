@@ -125,11 +125,10 @@ def _remove_partial_run(run_dir: Path, written: list[Path], job_name: str) -> No
             path.unlink(missing_ok=True)
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     (run_dir / f"{job_name}.log").unlink(missing_ok=True)
-    for folder in (run_dir, run_dir.parent):
-        try:
-            folder.rmdir()  # only succeeds when empty: never removes anything else
-        except OSError:
-            break
+    try:
+        run_dir.rmdir()  # only succeeds when empty: never removes anything it did not write
+    except OSError:
+        pass
 
 
 def _task_name() -> str:
