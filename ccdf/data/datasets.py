@@ -154,3 +154,27 @@ def stack_images(dataset: Dataset, max_images: int | None = None) -> Tensor:
     """All items' ``x0`` stacked: ``[M, C, H, W]``."""
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     return torch.stack([dataset[i]["x0"] for i in range(n)])
+
+
+class GaussianFieldDataset(Dataset):
+    """Draws from a Gaussian prior as a data set (item i is seeded by (seed, i)).
+
+    With :class:`ccdf.denoisers.gaussian.StationaryGaussianPrior` the exact MMSE denoiser is
+    known, which makes it the ground truth for checking that training learns.
+    """
+
+    kind = "image"
+
+    def __init__(self, prior, size: int, length: int = 10000, seed: int = 0) -> None:
+        self.prior, self.size, self.length, self.seed = prior, size, length, seed
+        self.channels = prior.channels
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        from ccdf.utils.rng import sample_seed
+
+        g = torch.Generator().manual_seed(sample_seed(self.seed, index))
+        x0 = self.prior.sample(1, self.size, self.size, g, dtype=torch.float32)[0]
+        return {"x0": x0, "index": index, "name": f"field_{index:06d}"}

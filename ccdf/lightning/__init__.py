@@ -1,0 +1,1 @@
+"""Thin Lightning wrappers: training (DiffusionModule) and data (StepDataModule). No math here."""
