@@ -91,8 +91,36 @@ def log_results(loggers: list[Any], cfg: DictConfig, result: dict[str, Any], gri
         lg.save()
 
 
+def missing_values(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of required values (``???``) that are still unset, Hydra's own node excluded."""
+    out: list[str] = []
+    for key in node.keys():
+        name = f"{prefix}{key}"
+        if name == "hydra":
+            continue
+        if OmegaConf.is_missing(node, key):
+            out.append(name)
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig):
+            out += missing_values(node[key], f"{name}.")
+    return out
+
+
+def apply_model_sampler_defaults(cfg: DictConfig) -> None:
+    """A model's ``sampler_defaults`` (e.g. IDDPM's learned variance) fill the sampler settings
+    that the command line did not set explicitly."""
+    defaults = cfg.model.get("sampler_defaults") or {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    for key, value in defaults.items():
+        if f"sampler.{key}" not in given:
+            cfg.sampler[key] = value
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values that would otherwise fail late (after minutes of sampling)."""
+    missing = missing_values(cfg)
+    if missing:
+        raise ValueError(f"missing required value(s): {', '.join(missing)}; set them on the command line, "
+                         f"e.g. {missing[0]}=...")  # fmt: skip
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose one of {MODES}")
     num_steps_from_t0(cfg.sampler.t0, int(cfg.sampler.num_steps))
@@ -108,6 +136,7 @@ def main(cfg: DictConfig) -> float | None:
     job_name = HydraConfig.get().job.name
     written: list[Path] = []
     try:
+        apply_model_sampler_defaults(cfg)
         validate(cfg)
         torch.manual_seed(int(cfg.seed))  # library code never uses the global generator; this is a guard
         return reconstruct(cfg, run_dir, written)

@@ -134,6 +134,8 @@ def test_own_image_folder(tmp_path):
         ([], "You must specify 'task'"),
         (["task=inpaint", "dataset=folder", "dataset.root=/no/such/folder"], "image folder not found: /no/such/folder"),
         (["task=sr16", "dataset.size=100"], "not divisible by the super-resolution factor 16"),
+        (["task=sr4", "model=iddpm_ffhq256"], "missing required value(s): model.ckpt"),
+        (["task=sr4", "model=iddpm_ffhq256", "model.ckpt=/no/such/ffhq_10m.pt"], "/no/such/ffhq_10m.pt"),
         (
             ["task=inpaint", "operator=inpaint_box", "operator.image_size=32", "operator.box_size=8", "debug=smoke"],
             "Inpainting expects [B, C, 32, 32] tensors, got shape (2, 3, 64, 64)",

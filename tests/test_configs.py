@@ -78,3 +78,24 @@ def test_user_datasets_require_a_root(dataset):
     cfg = compose_cfg(["task=inpaint", f"dataset={dataset}"])
     with pytest.raises(Exception, match="root"):
         instantiate(cfg.dataset.data)
+
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_configs_compose(model):
+    from ccdf.app import apply_model_sampler_defaults, missing_values
+
+    cfg = compose_cfg(["task=sr4", f"model={model}"])
+    HydraConfig.instance().set_config(cfg)
+    assert missing_values(cfg) in ([], ["model.ckpt"])
+    schedule = instantiate(cfg.model.schedule)
+    assert schedule.kind in ("vp", "ve")
+    apply_model_sampler_defaults(cfg)
+    if model.startswith("iddpm"):
+        assert cfg.sampler.variance == "learned" and cfg.sampler.x0_clip == 1.0
+    cfg = compose_cfg(["task=sr4", f"model={model}", "sampler.variance=beta"])
+    HydraConfig.instance().set_config(cfg)
+    apply_model_sampler_defaults(cfg)
+    assert cfg.sampler.variance == "beta"  # the command line wins

@@ -158,6 +158,12 @@ def test_mri_masks_differ_by_pattern_and_seed():
     assert (idx - 160).abs().mean() < (u - 160).abs().mean()
 
 
+def test_centre_only_mask():
+    """When the centre already uses every allowed column, the mask is the centre alone."""
+    mask = cartesian_mask(16, 4, 0.25)
+    assert int(mask.sum()) == 4 and bool(mask[6:10].all())
+
+
 def test_mask_errors():
     with pytest.raises(ValueError, match="center_fraction"):
         cartesian_mask(100, 8, 0.5)

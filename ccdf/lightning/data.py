@@ -35,12 +35,21 @@ class StepBatchSampler(Sampler[list[int]]):
         self.num_items, self.global_batch, self.num_steps = num_items, global_batch, num_steps
         self.seed, self.start_step, self.rank, self.world_size = seed, start_step, rank, world_size
 
+    def permutation(self, epoch: int) -> list[int]:
+        """The data order of ``epoch`` (cached: a batch spans at most two epochs)."""
+        cache = self.__dict__.setdefault("_perms", {})
+        if epoch not in cache:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, epoch))
+            cache[epoch] = torch.randperm(self.num_items, generator=g).tolist()
+            for old in [e for e in cache if e < epoch - 1]:
+                del cache[old]
+        return cache[epoch]
+
     def global_batch_indices(self, step: int) -> list[int]:
         out = []
         for pos in range(step * self.global_batch, (step + 1) * self.global_batch):
             epoch, offset = divmod(pos, self.num_items)
-            g = torch.Generator().manual_seed(sample_seed(self.seed, epoch))
-            out.append(int(torch.randperm(self.num_items, generator=g)[offset]))
+            out.append(self.permutation(epoch)[offset])
         return out
 
     def _start(self) -> int:

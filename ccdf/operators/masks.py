@@ -42,9 +42,10 @@ def cartesian_mask(
     else:
         std = width * 15 / 128
         weights = torch.exp(-0.5 * ((free.double() - width / 2) / std) ** 2)
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.multinomial(weights, total - num_center, replacement=False, generator=g)
-    mask[free[pick]] = 1
+    if total > num_center:
+        g = torch.Generator().manual_seed(seed)
+        pick = torch.multinomial(weights, total - num_center, replacement=False, generator=g)
+        mask[free[pick]] = 1
     return mask
 
 

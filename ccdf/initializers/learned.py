@@ -1,0 +1,159 @@
+r"""Learned initial estimates x_init (CCDF Sec. 4): ESRGAN for super-resolution, fastMRI U-Net for MRI.
+
+Both load a checkpoint (any layout of :mod:`ccdf.denoisers.loaders`) and follow the
+:class:`ccdf.initializers.basic.Initializer` protocol ``x_init = init(y, op)``.
+
+* :class:`ESRGANInitializer`: RRDBNet (ESRGAN). The low-resolution measurement y in ``[-1, 1]``
+  becomes RGB in ``[0, 1]`` (the official nets' range), the net super-resolves it, the output is
+  clamped to ``[0, 1]`` (ESRGAN's ``test.py``) and mapped back to ``[-1, 1]``. x4 loads the
+  official ESRGAN / BasicSR weights; x8 / x16 are RRDBNets with 3 / 4 upsampling stages, for
+  which no official weights exist (train them; CHECKPOINTS.md section 3).
+* :class:`UNetInitializer`: fastMRI U-Net on the zero-filled image. The magnitude of
+  ``A^+ y`` is normalised as fastMRI's ``UnetDataTransform`` does (``normalize_instance``:
+  ``(x - mean) / (std + 1e-11)`` per image, clamped to ``[-6, 6]``), passed through the net and
+  de-normalised (``out * std + mean``). The U-Net predicts a magnitude only, so x_init is that
+  magnitude (clamped at 0) with the *phase of the zero-filled image*: a complex image the
+  k-space data consistency can work with. Where the zero-filled image is exactly 0 the phase is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ccdf.denoisers.loaders import PRESETS, load_net
+from ccdf.operators.base import Operator
+
+__all__ = ["ESRGANInitializer", "UNetInitializer", "normalize_instance"]
+
+
+def _device_dtype(net: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next(iter(net.parameters()))
+    return p.device, p.dtype
+
+
+class ESRGANInitializer:
+    """x_init = ESRGAN(y): RRDBNet super-resolution of the low-resolution measurement.
+
+    Args:
+        ckpt: checkpoint file (xinntao/ESRGAN, old-arch ``model.N``, BasicSR ``params``/``params_ema``
+            or ccdf layouts). Required.
+        scale: 4, 8 or 16; must equal the operator's factor.
+        preset: ``"esrgan_x4"`` / ``"esrgan_x8"`` / ``"esrgan_x16"``; default ``f"esrgan_x{scale}"``
+            (the official 64-feature, 23-block net). ``None``: take the config from a ccdf file.
+        config: explicit :class:`ccdf.nets.rrdbnet.RRDBNet` arguments (overrides ``preset``).
+        use_ema: prefer BasicSR ``params_ema`` when present.
+        device: where the net runs.
+    """
+
+    def __init__(
+        self,
+        ckpt: str | Path,
+        *,
+        scale: int = 4,
+        preset: str | None = "auto",
+        config: Mapping[str, Any] | None = None,
+        use_ema: bool = True,
+        device: str = "cpu",
+    ) -> None:
+        if scale not in (4, 8, 16):
+            raise ValueError(f"ESRGANInitializer supports scale 4, 8 or 16, got {scale}")
+        if preset == "auto":
+            preset = f"esrgan_x{scale}"
+        self.scale = int(scale)
+        self.net, self.extracted = load_net(
+            ckpt, family="rrdbnet", preset=preset, config=config, use_ema=use_ema, device=device
+        )
+        if getattr(self.net, "scale", scale) != scale:
+            raise ValueError(f"checkpoint {ckpt!r} is an x{self.net.scale} RRDBNet, but scale={scale} was asked for")
+        self.ckpt = str(ckpt)
+
+    def __repr__(self) -> str:
+        return f"ESRGANInitializer(scale={self.scale}, ckpt={self.ckpt!r})"
+
+    @torch.no_grad()
+    def __call__(self, y: Tensor, op: Operator) -> Tensor:
+        """``y`` ``[B, 3, h, w]`` in ``[-1, 1]`` -> x_init ``[B, 3, scale h, scale w]`` in ``[-1, 1]``."""
+        factor = getattr(op, "factor", None)
+        if factor is not None and int(factor) != self.scale:
+            raise ValueError(f"ESRGANInitializer is x{self.scale} but the operator's factor is {factor}")
+        if torch.is_complex(y) or y.ndim != 4:
+            raise TypeError(f"ESRGANInitializer needs real low-resolution images [B, C, h, w], got {tuple(y.shape)}")
+        device, dtype = _device_dtype(self.net)
+        lr = ((y + 1) / 2).clamp(0, 1).to(device=device, dtype=dtype)
+        sr = self.net(lr).clamp(0, 1)
+        return (sr * 2 - 1).to(device=y.device, dtype=y.dtype)
+
+
+def normalize_instance(x: Tensor, eps: float = 1e-11) -> tuple[Tensor, Tensor, Tensor]:
+    """fastMRI's ``normalize_instance`` per image: ``((x - mean) / (std + eps), mean, std)``, ``x`` ``[B, ...]``.
+
+    ``std`` is the unbiased standard deviation over each image, as ``torch.Tensor.std`` in fastMRI.
+    """
+    flat = x.reshape(x.shape[0], -1)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    mean = flat.mean(dim=1).reshape(shape)
+    std = flat.std(dim=1).reshape(shape)
+    return (x - mean) / (std + eps), mean, std
+
+
+class UNetInitializer:
+    """x_init = |U-Net(zero-filled)| with the zero-filled phase (fastMRI U-Net; see the module docstring).
+
+    Args:
+        ckpt: checkpoint file (fastMRI ``*_state_dict.pt``, ``module.``-prefixed or ccdf). Required.
+        chans: first-level channels (256 for fastMRI's published leaderboard models, 32 for its default).
+        num_pool_layers: pooling levels (4 in both).
+        preset: a preset name, ``"auto"`` (the preset with these ``chans``/``num_pool_layers``, else an
+            explicit 1-in/1-out config) or ``None`` (the config of a ccdf file).
+        use_ema: unused by fastMRI files; kept for a uniform signature.
+        device: where the net runs.
+    """
+
+    def __init__(
+        self,
+        ckpt: str | Path,
+        *,
+        chans: int = 256,
+        num_pool_layers: int = 4,
+        preset: str | None = "auto",
+        use_ema: bool = True,
+        device: str = "cpu",
+    ) -> None:
+        config: dict[str, Any] | None = None
+        if preset == "auto":
+            config = dict(in_chans=1, out_chans=1, chans=chans, num_pool_layers=num_pool_layers, drop_prob=0.0)
+            found = [n for n, p in PRESETS.items() if p.family == "fastmri_unet" and dict(p.config) == config]
+            preset = found[0] if found else None
+            if preset is not None:
+                config = None
+        self.net, self.extracted = load_net(
+            ckpt, family="fastmri_unet", preset=preset, config=config, use_ema=use_ema, device=device
+        )
+        self.ckpt = str(ckpt)
+
+    def __repr__(self) -> str:
+        return f"UNetInitializer(chans={self.net.chans}, ckpt={self.ckpt!r})"
+
+    @torch.no_grad()
+    def __call__(self, y: Tensor, op: Operator) -> Tensor:
+        """k-space ``y`` -> complex x_init ``[B, 1, H, W]`` (real input gives a real, non-negative output)."""
+        zero_filled = op.pinv(y)
+        if zero_filled.ndim != 4 or zero_filled.shape[1] != 1:
+            raise ValueError(
+                f"UNetInitializer expects single-channel images [B, 1, H, W], got {tuple(zero_filled.shape)}"
+            )
+        magnitude = zero_filled.abs()
+        real_dtype = magnitude.dtype
+        normed, mean, std = normalize_instance(magnitude.to(torch.float64))
+        device, dtype = _device_dtype(self.net)
+        out = self.net(normed.clamp(-6, 6).to(device=device, dtype=dtype)).to(device=y.device, dtype=torch.float64)
+        estimate = (out * std + mean).clamp(min=0).to(real_dtype)
+        if not torch.is_complex(zero_filled):
+            return estimate
+        phase = torch.polar(torch.ones_like(magnitude), zero_filled.angle())
+        return estimate * phase

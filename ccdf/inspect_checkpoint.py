@@ -1,0 +1,89 @@
+"""``python -m ccdf.inspect_checkpoint PATH``: what a checkpoint file holds and how to use it.
+
+Prints the container and layout, the network family, tensor and parameter counts, the key
+fingerprint (docs/CHECKPOINTS.md convention: sha256 over the sorted ``"key shape"`` rows, first
+16 hex digits, over our key names; the fingerprint of the file's own names is printed too), the
+matching preset and config, and the ``python run.py`` overrides that load it. The file is read with
+``torch.load(weights_only=True)`` or safetensors: nothing in it is executed.
+
+Exit status: 0 when the file was read, 1 when it cannot be read (missing, truncated, corrupt,
+unsafe pickle, unknown layout), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from ccdf.denoisers.loaders import (
+    FAMILIES,
+    PRESETS,
+    CheckpointError,
+    CheckpointInfo,
+    describe_checkpoint,
+)
+
+
+def format_info(info: CheckpointInfo) -> str:
+    """The report printed for one file."""
+    ext = info.extracted
+    lines = [
+        f"file:        {info.path} ({info.size_bytes / 2**20:.1f} MiB, {info.container})",
+        f"layout:      {', '.join(ext.layout)} -- {ext.layout_description}",
+    ]
+    lines += [f"             {note}" for note in ext.notes]
+    lines += [
+        f"family:      {ext.family or 'unknown'}",
+        f"tensors:     {info.num_tensors}",
+        f"parameters:  {info.num_params:,} (numel of all tensors)",
+        f"fingerprint: {info.fingerprint} (ccdf key names)",
+        f"file keys:   {ext.file_fingerprint}"
+        + (f" = official {info.official}" if info.official else " (not an official layout in CHECKPOINTS.md)"),
+    ]
+    if info.presets:
+        p = PRESETS[info.presets[0]]
+        lines.append(f"preset:      {' = '.join(info.presets)} (official files: {', '.join(p.files) or 'none'})")
+        lines.append(f"published:   {p.published}")
+    else:
+        lines.append("preset:      none matches")
+    if info.config is not None:
+        source = (
+            "from the file's metadata" if "ccdf.config" in ext.metadata else "preset" if info.presets else "inferred"
+        )
+        lines.append(f"config:      {json.dumps(info.config, sort_keys=True)} ({source})")
+    if info.commands:
+        lines.append("load with:   " + info.commands[0])
+        lines += [f"             {c}" for c in info.commands[1:]]
+    elif ext.family is not None:
+        lines.append(
+            "load with:   no run.py config fits an unknown configuration; in Python: "
+            f"ccdf.denoisers.loaders.load_net(PATH, family={ext.family!r}, config={{...}})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Inspect each file given; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m ccdf.inspect_checkpoint", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint file(s)")
+    parser.add_argument("--family", choices=sorted(FAMILIES), help="network family (default: detected)")
+    parser.add_argument("--no-ema", action="store_true", help="describe the raw weights, not the EMA ones")
+    args = parser.parse_args(argv)
+    status = 0
+    for i, path in enumerate(args.paths):
+        if i:
+            print()
+        try:
+            info = describe_checkpoint(path, family=args.family, use_ema=not args.no_ema)
+        except (CheckpointError, FileNotFoundError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = 1
+            continue
+        print(format_info(info))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

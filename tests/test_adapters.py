@@ -1,0 +1,198 @@
+"""Denoiser adapters: eps -> x0 (IDDPM learned range, original-chain timesteps), VE score -> x0, Re/Im."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ccdf.denoisers import loaders as L
+from ccdf.denoisers.adapters import EpsDenoiser, VEScoreDenoiser, load_guided_denoiser, load_ncsnpp_denoiser
+from ccdf.denoisers.base import apply_real_imag
+from ccdf.denoisers.gaussian import DenseGaussianPrior, GaussianDenoiser
+from ccdf.operators import Inpainting, SingleCoilMRI
+from ccdf.sampling import sample_ccdf
+from ccdf.schedules import VE, DiscreteVP, space_timesteps
+from tests.conftest import gen
+from tests.test_loaders import SMALL, small_net
+
+
+class FakeEps(nn.Module):
+    """eps = 0.5 x + 0.1 (and v = tanh(x) when learned); records the timesteps it is given."""
+
+    def __init__(self, learned: bool = False, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros((), dtype=dtype))  # device/dtype of the "net"
+        self.learned = learned
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x, timesteps):
+        self.seen.append(timesteps.clone())
+        eps = 0.5 * x + 0.1
+        return torch.cat([eps, torch.tanh(x)], dim=1) if self.learned else eps
+
+
+def test_eps_x0_hat_is_exact():
+    schedule = DiscreteVP.linear(1000)
+    den = EpsDenoiser(FakeEps(), schedule)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=gen(0))
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    out = den(x, t)
+    a = schedule.alpha(t).reshape(-1, 1, 1, 1)
+    s = schedule.sigma(t).reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(out.x0_hat, (x - s * (0.5 * x + 0.1)) / a, rtol=0, atol=0)
+    assert out.var_frac is None
+    assert den.net.seen[0].tolist() == [299, 699] and den.net.seen[0].dtype == torch.long
+    # guided-diffusion's _predict_xstart_from_eps form: sqrt(1/abar) x - sqrt(1/abar - 1) eps
+    abar = a**2
+    ref = (1 / abar).sqrt() * x - (1 / abar - 1).sqrt() * (0.5 * x + 0.1)
+    torch.testing.assert_close(out.x0_hat, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_eps_learned_range_fraction():
+    den = EpsDenoiser(FakeEps(learned=True), DiscreteVP.linear(1000))
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=gen(1))
+    out = den(x, torch.tensor([0.5, 0.5], dtype=torch.float64))
+    torch.testing.assert_close(out.var_frac, (torch.tanh(x) + 1) / 2, rtol=0, atol=0)
+    assert out.x0_hat.shape == x.shape
+
+
+def test_eps_rejects_wrong_channels_and_schedules():
+    class Bad(FakeEps):
+        def forward(self, x, timesteps):
+            return torch.zeros(x.shape[0], 5, *x.shape[2:], dtype=x.dtype)
+
+    with pytest.raises(ValueError, match="5 channels for a 3-channel input"):
+        EpsDenoiser(Bad(), DiscreteVP.linear(1000))(torch.zeros(1, 3, 2, 2), torch.tensor([0.5]))
+    with pytest.raises(TypeError, match="DiscreteVP"):
+        EpsDenoiser(FakeEps(), VE(0.01, 50))
+    with pytest.raises(ValueError, match="outside"):
+        EpsDenoiser(FakeEps(), DiscreteVP.linear(1000))(torch.zeros(1, 3, 2, 2), torch.tensor([0.0]))
+
+
+def _run(schedule, net, num_steps, t0, variance="beta"):
+    op = Inpainting(torch.ones(4, 4))
+    x0 = torch.zeros(1, 3, 4, 4, dtype=torch.float64)
+    y = op(x0)
+    sample_ccdf(EpsDenoiser(net, schedule), schedule, op, y, x0, t0=t0, num_steps=num_steps, dc="none",
+                variance=variance, generator=gen(0))  # fmt: skip
+    return [int(s) for s in torch.cat(net.seen)]
+
+
+@pytest.mark.parametrize("t0", [1.0, 0.5])
+def test_respaced_chain_feeds_the_original_indices(t0):
+    """ILVR's --timestep_respacing 10: the net sees SpacedDiffusion's timestep_map entries."""
+    kept = space_timesteps(1000, "10")
+    seen = _run(DiscreteVP.linear(1000, spacing="iddpm"), FakeEps(learned=True), 10, t0, variance="learned")
+    assert seen == list(reversed(kept[: round(t0 * 10)]))
+
+
+def test_uniform_grid_indices_and_rescaled_timesteps():
+    seen = _run(DiscreteVP.linear(1000), FakeEps(), 10, 0.3)
+    assert seen == [299, 199, 99]
+    den = EpsDenoiser(FakeEps(), DiscreteVP.cosine(4000), rescale_timesteps=True)
+    den(torch.zeros(1, 3, 2, 2, dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64))
+    assert den.net.seen[0].tolist() == [1999 * 1000 / 4000]
+
+
+# --------------------------------------------------------------------------------------------
+# VE score
+# --------------------------------------------------------------------------------------------
+
+
+class GaussianScore(nn.Module):
+    """Exact score of N(mu, tau^2 I) convolved with N(0, sigma^2 I); records its inputs."""
+
+    def __init__(self, mu: float = 0.3, tau: float = 0.5) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.mu, self.tau = mu, tau
+        self.inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x, sigma):
+        self.inputs.append((x.clone(), sigma.clone()))
+        return -(x - self.mu) / (self.tau**2 + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+
+def test_ve_tweedie_matches_the_exact_gaussian_denoiser():
+    schedule = VE(0.01, 378.0)
+    den = VEScoreDenoiser(GaussianScore(), schedule)
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64, generator=gen(2)) * 3
+    t = torch.tensor([0.05, 0.4, 0.9], dtype=torch.float64)
+    sigma = schedule.sigma(t).reshape(-1, 1, 1, 1)
+    out = den(x, t)
+    torch.testing.assert_close(out, x + sigma**2 * (-(x - 0.3) / (0.25 + sigma**2)), rtol=0, atol=0)
+    prior = DenseGaussianPrior(
+        torch.full((16,), 0.3, dtype=torch.float64), 0.25 * torch.eye(16, dtype=torch.float64), (1, 4, 4)
+    )
+    torch.testing.assert_close(out, GaussianDenoiser(prior, schedule)(x, t), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(den.net.inputs[0][1], sigma.reshape(-1))  # the net takes sigma itself
+
+
+def test_ve_complex_is_real_and_imaginary_parts_separately():
+    schedule = VE(0.01, 378.0)
+    net = GaussianScore()
+    den = VEScoreDenoiser(net, schedule)
+    x = torch.complex(*torch.randn(2, 2, 1, 4, 4, dtype=torch.float64, generator=gen(3)))
+    t = torch.tensor([0.2, 0.6], dtype=torch.float64)
+    out = den(x, t)
+    assert out.is_complex()
+    xs, sigmas = net.inputs[0]
+    assert not xs.is_complex() and xs.shape[0] == 4  # Re and Im of 2 images in one batch
+    torch.testing.assert_close(xs, torch.cat([x.real, x.imag]))
+    torch.testing.assert_close(sigmas, schedule.sigma(t).repeat(2))
+    torch.testing.assert_close(out, apply_real_imag(lambda v: den(v, t), x), rtol=0, atol=0)
+
+
+def test_ve_batched_parts_equal_separate_calls_with_a_real_ncsnpp():
+    net = small_net("ncsnpp").double().eval()
+    den = VEScoreDenoiser(net, VE(0.01, 378.0))
+    x = torch.complex(*torch.rand(2, 2, 1, 16, 16, dtype=torch.float64, generator=gen(4)))
+    t = torch.tensor([0.3, 0.5], dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(den(x, t), apply_real_imag(lambda v: den(v, t), x), rtol=1e-10, atol=1e-10)
+
+
+def test_ve_needs_positive_sigma():
+    with pytest.raises(ValueError, match="sigma"):
+        VEScoreDenoiser(GaussianScore(), VE(0.01, 378.0))(torch.zeros(1, 1, 2, 2), torch.tensor([0.0]))
+
+
+# --------------------------------------------------------------------------------------------
+# Factories: checkpoint -> denoiser -> sampler
+# --------------------------------------------------------------------------------------------
+
+
+def test_guided_factory_drives_the_sampler(tmp_path):
+    net = small_net("guided_unet")
+    L.save_checkpoint(tmp_path / "ema_0.9999_000100.pt", net, layout="plain")
+    schedule = DiscreteVP.linear(1000)
+    den = load_guided_denoiser(
+        schedule, ckpt=tmp_path / "ema_0.9999_000100.pt", preset=None, config=SMALL["guided_unet"]
+    )
+    assert isinstance(den, EpsDenoiser) and not den.net.training
+    op = Inpainting((torch.rand(8, 8, generator=gen(5)) > 0.5).float())
+    x0 = torch.rand(1, 3, 8, 8, generator=gen(6)) * 2 - 1
+    y = op(x0)
+    x = sample_ccdf(den, schedule, op, y, op.pinv(y), t0=0.3, num_steps=10, variance="learned", x0_clip=1.0,
+                    generator=gen(7))  # fmt: skip
+    assert x.shape == x0.shape and bool(torch.isfinite(x).all())
+    torch.testing.assert_close(op(x), y)
+
+
+def test_ncsnpp_factory_drives_the_mri_sampler(tmp_path):
+    net = small_net("ncsnpp")
+    L.save_checkpoint(tmp_path / "checkpoint_1.pth", net, layout="score_sde")
+    schedule = VE(0.01, 378.0)
+    den = load_ncsnpp_denoiser(schedule, ckpt=tmp_path / "checkpoint_1.pth", preset=None, config=SMALL["ncsnpp"])
+    op = SingleCoilMRI.cartesian(16, acceleration=4, center_fraction=0.125)
+    x0 = torch.polar(torch.rand(1, 1, 16, 16, generator=gen(8)), torch.rand(1, 1, 16, 16, generator=gen(9)))
+    y = op(x0)
+    x = sample_ccdf(den, schedule, op, y, op.pinv(y), t0=0.2, num_steps=10, step="ancestral", corrector="langevin",
+                    generator=gen(10))  # fmt: skip
+    assert x.is_complex() and x.shape == x0.shape and bool(torch.isfinite(x.abs()).all())
+
+
+def test_factory_missing_checkpoint_names_the_official_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint_95.pth.*score-MRI"):
+        load_ncsnpp_denoiser(VE(0.01, 378.0), ckpt=tmp_path / "checkpoint_95.pth")
