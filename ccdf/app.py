@@ -30,7 +30,7 @@ from ccdf.utils.vis import image_grid, measurement_preview
 
 log = logging.getLogger("ccdf")
 
-MODES = ("reconstruct",)
+MODES = ("reconstruct", "train")
 
 
 @dataclass
@@ -118,11 +118,15 @@ def apply_model_sampler_defaults(cfg: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check the values that would otherwise fail late (after minutes of sampling)."""
     missing = missing_values(cfg)
+    if cfg.mode == "train":  # training does not need sampling-only values (e.g. model.ckpt)
+        missing = [k for k in missing if k not in ("model.ckpt",)]
     if missing:
         raise ValueError(f"missing required value(s): {', '.join(missing)}; set them on the command line, "
                          f"e.g. {missing[0]}=...")  # fmt: skip
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose one of {MODES}")
+    if cfg.mode == "train":
+        return
     num_steps_from_t0(cfg.sampler.t0, int(cfg.sampler.num_steps))
     if int(cfg.batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
@@ -139,6 +143,8 @@ def main(cfg: DictConfig) -> float | None:
         apply_model_sampler_defaults(cfg)
         validate(cfg)
         torch.manual_seed(int(cfg.seed))  # library code never uses the global generator; this is a guard
+        if cfg.mode == "train":
+            return train(cfg, run_dir, written)
         return reconstruct(cfg, run_dir, written)
     except BaseException:
         _remove_partial_run(run_dir, written, job_name)
@@ -274,3 +280,51 @@ def _summarise(per_image: list[dict[str, Any]], is_mri: bool) -> dict[str, float
         out[k] = sum(vals) / len(vals) if vals else math.nan
     out["dc_residual"] = max(float(r["dc_residual"]) for r in per_image) if per_image else math.nan
     return out
+
+
+def train(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
+    """``mode=train``: fit ``model.net`` with ``training.loss`` on ``dataset.train_data`` (Lightning)."""
+    from functools import partial
+
+    from ccdf.denoisers.loaders import build_net
+    from ccdf.lightning.callbacks import ExportWeights
+    from ccdf.lightning.data import StepDataModule
+    from ccdf.lightning.diffusion_module import DiffusionModule
+
+    if "net" not in cfg.model or "family" not in cfg.model:
+        raise ValueError(f"model={cfg.model.name} has no trainable `net` (choose e.g. model=unet_small)")
+    tc = cfg.training
+    schedule = _instantiate(cfg.model.schedule, "schedule")
+    net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
+    net = build_net(str(cfg.model.family), net_config)
+    log.info(
+        "net: %s %s (%s parameters)", cfg.model.family, net_config, f"{sum(p.numel() for p in net.parameters()):,}"
+    )
+    module = DiffusionModule(
+        net, schedule, loss=str(tc.loss), optimizer=partial(torch.optim.Adam, lr=float(tc.lr)),
+        warmup_steps=int(tc.warmup_steps), ema_decay=float(tc.ema_decay), seed=int(cfg.seed),
+    )  # fmt: skip
+    dataset = _instantiate(cfg.dataset.train_data, "training data")
+    data = StepDataModule(dataset, global_batch=int(tc.global_batch), max_steps=int(tc.max_steps),
+                          seed=int(cfg.seed), num_workers=int(tc.num_workers))  # fmt: skip
+    ckpt_dir = run_dir / "checkpoints"
+    written.append(ckpt_dir)
+    export = ExportWeights(ckpt_dir, str(cfg.model.family), net_config, every_n_steps=int(tc.ckpt_every))
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                        every_n_train_steps=int(tc.ckpt_every), save_last=True, save_top_k=-1),
+        export,
+    ]  # fmt: skip
+    loggers = build_loggers(cfg)
+    written += [run_dir / "csv", run_dir / "wandb"]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(module, datamodule=data, ckpt_path=tc.resume)
+    final = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    result = {"mode": "train", "model": str(cfg.model.name), "steps": int(trainer.global_step),
+              "final_loss": final, "weights": str(ckpt_dir / "ema_last.safetensors")}  # fmt: skip
+    written.append(write_json(run_dir / "train.json", result))
+    log.info("trained %s for %d steps, last loss %.4f -> sample with: model=%s model.ckpt=%s",
+             cfg.model.name, trainer.global_step, final, cfg.model.name, ckpt_dir / "ema_last.safetensors")  # fmt: skip
+    return final

@@ -69,7 +69,10 @@ class DiffusionModule(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=x0.shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # The EMA follows each optimizer step here, before any on_train_batch_end hook: a
+        # checkpoint saved at the end of step k then holds the EMA of step k.
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.net)
 
