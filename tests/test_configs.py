@@ -73,7 +73,7 @@ def test_task_presets_choose_their_groups():
     assert cfg.operator.kernel == "box" and cfg.sampler.t0 == 0.1
 
 
-@pytest.mark.parametrize("dataset", ["ffhq256", "afhq_dog256", "fastmri_knee", "folder"])
+@pytest.mark.parametrize("dataset", ["ffhq256", "afhq_dog256", "fastmri_knee", "mri_folder", "folder"])
 def test_user_datasets_require_a_root(dataset):
     cfg = compose_cfg(["task=inpaint", f"dataset={dataset}"])
     with pytest.raises(Exception, match="root"):
@@ -99,3 +99,22 @@ def test_model_configs_compose(model):
     HydraConfig.instance().set_config(cfg)
     apply_model_sampler_defaults(cfg)
     assert cfg.sampler.variance == "beta"  # the command line wins
+
+
+def test_training_and_cluster_configs_compose():
+    cfg = compose_cfg(
+        [
+            "mode=train",
+            "task=inpaint",
+            "model=unet_small",
+            "trainer=ddp",
+            "trainer.devices=8",
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=gpu",
+        ]
+    )
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 8 and cfg.trainer.use_distributed_sampler is False
+    assert cfg.hydra.launcher.tasks_per_node == 8 and cfg.hydra.launcher.gpus_per_node == 8
+    assert "submitit" in cfg.hydra.launcher._target_
+    assert cfg.training.loss == "vp_eps" and cfg.trainer.max_steps == cfg.training.max_steps

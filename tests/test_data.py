@@ -108,3 +108,61 @@ def test_initializers():
     mri = SingleCoilMRI.cartesian(32, 4, 0.08)
     xc = torch.complex(x[:, :1], torch.zeros_like(x[:, :1]))
     assert torch.equal(Zero()(mri(xc), mri), torch.zeros_like(xc))
+
+
+def _write_h5(path, kspace):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=kspace)
+
+
+def test_fastmri_hdf5_slices(tmp_path):
+    from ccdf.data.datasets import FastMRISlices
+    from ccdf.operators import fft2c
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(4, 40, 36)) + 1j * rng.normal(size=(4, 40, 36))
+    kspace = fft2c(torch.from_numpy(images)).numpy().astype(np.complex64)
+    _write_h5(tmp_path / "file1.h5", kspace)
+    _write_h5(tmp_path / "file2.h5", kspace[:2])
+    ds = FastMRISlices(tmp_path, size=32, edge_slices=1)
+    assert len(ds) == 2 and [ds[i]["name"] for i in range(2)] == ["file1_001", "file1_002"]
+    x = ds[0]["x0"]
+    ref = torch.from_numpy(images[1, 4:36, 2:34]).to(torch.complex64)
+    torch.testing.assert_close(x[0], ref / ref.abs().max(), atol=1e-5, rtol=1e-5)
+    assert len(FastMRISlices(tmp_path, size=32)) == 6
+
+
+def test_fastmri_errors_name_the_file(tmp_path):
+    from ccdf.data.datasets import FastMRISlices
+
+    (tmp_path / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n garbage")
+    with pytest.raises(ValueError, match="broken.h5"):
+        FastMRISlices(tmp_path)
+    (tmp_path / "broken.h5").unlink()
+    _write_h5(tmp_path / "nokspace.h5", np.zeros((2, 4, 4)))
+    import h5py
+
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.create_dataset("reconstruction_esc", data=np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="other.h5.*kspace"):
+        FastMRISlices(tmp_path, size=4)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no .h5 files"):
+        FastMRISlices(empty)
+
+
+def test_split_files(tmp_path):
+    for name in ("00000", "00001", "01000", "01001"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    eval_ds = ImageFolder(tmp_path, size=8, include="ffhq_eval.txt")  # the shipped split, by name
+    train_ds = ImageFolder(tmp_path, size=8, exclude="ffhq_eval.txt")
+    assert [f.stem for f in eval_ds.files] == ["00000", "00001"]
+    assert [f.stem for f in train_ds.files] == ["01000", "01001"]
+    with pytest.raises(FileNotFoundError, match="split file not found"):
+        ImageFolder(tmp_path, size=8, include="nope.txt")
+    (tmp_path / "only.txt").write_text("# nothing matches\n99999\n")
+    with pytest.raises(ValueError, match="no images"):
+        ImageFolder(tmp_path, size=8, include=tmp_path / "only.txt")

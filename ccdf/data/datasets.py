@@ -20,6 +20,37 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 ARRAY_EXTENSIONS = (".npy",)
 
 
+def read_split(path: str | Path) -> set[str]:
+    """Names in a split file: one per line (a file stem such as ``00042``); ``#`` starts a comment.
+
+    A bare file name that does not exist in the working directory is looked up among the split
+    files shipped with the package (``ccdf/assets/splits``).
+    """
+    path = Path(path)
+    if not path.is_file() and path.parent == Path(".") and (splits_root() / path).is_file():
+        path = splits_root() / path
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    names = {line.split("#", 1)[0].strip() for line in path.read_text().splitlines()}
+    names.discard("")
+    if not names:
+        raise ValueError(f"split file {path} lists no images")
+    return names
+
+
+def apply_split(files: list[Path], include: str | Path | None, exclude: str | Path | None, root: Path) -> list[Path]:
+    """Keep the files whose stem is in ``include`` and not in ``exclude`` (split files)."""
+    if include is not None:
+        keep = read_split(include)
+        files = [f for f in files if f.stem in keep]
+    if exclude is not None:
+        drop = read_split(exclude)
+        files = [f for f in files if f.stem not in drop]
+    if not files:
+        raise ValueError(f"no images of {root} are left after the split files (include={include}, exclude={exclude})")
+    return files
+
+
 def list_files(root: str | Path, extensions: tuple[str, ...]) -> list[Path]:
     """Sorted files under ``root`` (recursively) with one of ``extensions``; clear errors otherwise."""
     root = Path(root).expanduser()
@@ -78,15 +109,25 @@ class ImageFolder(Dataset):
         size: output side length (resize shorter side, centre crop).
         channels: 3 (RGB) or 1 (grayscale).
         max_images: keep the first ``max_images`` files (None: all).
+        include: a split file naming the images to use (e.g. ``ccdf/assets/splits/ffhq_eval.txt``).
+        exclude: a split file naming images never to use (training sets exclude the evaluation split).
     """
 
     kind = "image"
 
-    def __init__(self, root: str | Path, size: int = 256, channels: int = 3, max_images: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        size: int = 256,
+        channels: int = 3,
+        max_images: int | None = None,
+        include: str | Path | None = None,
+        exclude: str | Path | None = None,
+    ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.root = Path(root)
-        self.files = list_files(root, IMAGE_EXTENSIONS)[:max_images]
+        self.files = apply_split(list_files(root, IMAGE_EXTENSIONS), include, exclude, self.root)[:max_images]
         self.size = size
         self.channels = channels
 
@@ -127,6 +168,60 @@ class ComplexSliceFolder(Dataset):
         x = torch.from_numpy(arr.astype(np.complex64))
         x = normalize_complex(center_crop(x, self.size))
         return {"x0": x[None], "index": index, "name": path.stem}
+
+
+class FastMRISlices(Dataset):
+    """fastMRI single-coil HDF5 volumes (``kspace``: [slices, H, W] complex) as complex images.
+
+    Each slice's fully sampled k-space becomes an image by the centred orthonormal inverse FFT
+    (fastMRI's ``ifft2c``), is centre-cropped to ``size`` (320 for knee) and scaled to magnitude
+    max 1, score-MRI's convention. Items are (file, slice) pairs in sorted order; ``edge_slices``
+    drops that many slices at each end of a volume (they are mostly noise).
+    """
+
+    kind = "mri"
+
+    def __init__(self, root: str | Path, size: int = 320, edge_slices: int = 0, max_images: int | None = None) -> None:
+        import h5py
+
+        self.root, self.size, self.channels = Path(root), size, 1
+        self.items: list[tuple[Path, int]] = []
+        for path in list_files(root, (".h5",)):
+            try:
+                with h5py.File(path, "r") as f:
+                    if "kspace" not in f:
+                        raise ValueError(f"no 'kspace' dataset (keys: {sorted(f.keys())})")
+                    shape = f["kspace"].shape
+            except (OSError, ValueError) as err:
+                raise ValueError(f"cannot read fastMRI file {path}: {err}") from err
+            if len(shape) != 3:
+                raise ValueError(f"{path}: expected single-coil k-space [slices, H, W], got shape {shape}")
+            self.items += [(path, k) for k in range(edge_slices, shape[0] - edge_slices)]
+        self.items = self.items[:max_images]
+        if not self.items:
+            raise ValueError(f"no slices in the fastMRI files of {root}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        import h5py
+
+        from ccdf.operators.mri import ifft2c
+
+        path, k = self.items[index]
+        try:
+            with h5py.File(path, "r") as f:
+                kspace = torch.from_numpy(np.asarray(f["kspace"][k]).astype(np.complex64))
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"cannot read slice {k} of fastMRI file {path}: {err}") from err
+        x = normalize_complex(center_crop(ifft2c(kspace), self.size))
+        return {"x0": x[None], "index": index, "name": f"{path.stem}_{k:03d}"}
+
+
+def splits_root() -> Path:
+    """Folder of the evaluation/training split files shipped with the package."""
+    return Path(str(resources.files("ccdf") / "assets" / "splits"))
 
 
 def samples_root() -> Path:
