@@ -312,10 +312,16 @@ def train(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
     export = ExportWeights(ckpt_dir, str(cfg.model.family), net_config, every_n_steps=int(tc.ckpt_every))
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from ccdf.lightning.callbacks import SampleGrid
+
+    shape = (int(net_config["in_channels"]), int(cfg.dataset.size), int(cfg.dataset.size))
+    written.append(run_dir / "samples")
+
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                         every_n_train_steps=int(tc.ckpt_every), save_last=True, save_top_k=-1),
         export,
+        SampleGrid(run_dir / "samples", shape, every_n_steps=int(tc.sample_every), seed=int(cfg.seed)),
     ]  # fmt: skip
     loggers = build_loggers(cfg)
     written += [run_dir / "csv", run_dir / "wandb"]

@@ -37,6 +37,7 @@ def test_train_resume_and_sample(tmp_path):
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert json.loads((resumed / "train.json").read_text())["steps"] == 4
     assert (straight / "checkpoints" / "ema_step0000002.safetensors").is_file()
+    assert (straight / "samples" / "step0000004.png").is_file()
     # our checkpoint loads straight into sampling
     run_dir = tmp_path / "sample"
     run_app(

@@ -14,13 +14,18 @@ Both load a checkpoint (any layout of :mod:`ccdf.denoisers.loaders`) and follow 
   de-normalised (``out * std + mean``). The U-Net predicts a magnitude only, so x_init is that
   magnitude (clamped at 0) with the *phase of the zero-filled image*: a complex image the
   k-space data consistency can work with. Where the zero-filled image is exactly 0 the phase is 0.
+
+The mapping between ``(y, op)``, the net's input and x_init lives in :class:`ESRGANMapping` and
+:class:`UNetMapping` (``encode`` / ``decode``, plus ``target``: the training target of a clean
+image). Both the initializers here and the trainer (:mod:`ccdf.lightning.initializer_module`)
+call them, so training and inference see the same inputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -28,12 +33,121 @@ from torch import Tensor
 from ccdf.denoisers.loaders import PRESETS, load_net
 from ccdf.operators.base import Operator
 
-__all__ = ["ESRGANInitializer", "UNetInitializer", "normalize_instance"]
+__all__ = [
+    "MAPPINGS",
+    "ESRGANInitializer",
+    "ESRGANMapping",
+    "NetMapping",
+    "UNetInitializer",
+    "UNetMapping",
+    "normalize_instance",
+]
 
 
 def _device_dtype(net: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     p = next(iter(net.parameters()))
     return p.device, p.dtype
+
+
+def normalize_instance(x: Tensor, eps: float = 1e-11) -> tuple[Tensor, Tensor, Tensor]:
+    """fastMRI's ``normalize_instance`` per image: ``((x - mean) / (std + eps), mean, std)``, ``x`` ``[B, ...]``.
+
+    ``std`` is the unbiased standard deviation over each image, as ``torch.Tensor.std`` in fastMRI.
+    """
+    flat = x.reshape(x.shape[0], -1)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    mean = flat.mean(dim=1).reshape(shape)
+    std = flat.std(dim=1).reshape(shape)
+    return (x - mean) / (std + eps), mean, std
+
+
+class NetMapping:
+    """How a feed-forward initializer net sits between a measurement and x_init.
+
+    ``inputs, ctx = encode(y, op)``; ``x_init = decode(net(inputs), ctx)``; the net's training target
+    for a clean image x0 is ``target(x0, ctx)`` (in the net's output space). ``inputs`` and
+    ``target`` are in a float dtype of the caller's choosing (cast them to the net's); ``decode``
+    returns x_init on the device and in the dtype of the measurement.
+    """
+
+    family: ClassVar[str]
+
+    def encode(self, y: Tensor, op: Operator) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+    def decode(self, out: Tensor, ctx: Any) -> Tensor:
+        raise NotImplementedError
+
+    def target(self, x0: Tensor, ctx: Any) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, net: torch.nn.Module, y: Tensor, op: Operator) -> Tensor:
+        """``decode(net(encode(y, op)))`` with the input cast to the net's device and dtype."""
+        inputs, ctx = self.encode(y, op)
+        device, dtype = _device_dtype(net)
+        return self.decode(net(inputs.to(device=device, dtype=dtype)), ctx)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ESRGANMapping(NetMapping):
+    """RRDBNet: low-resolution ``y`` in ``[-1, 1]`` -> RGB ``[0, 1]`` in; output clamped to ``[0, 1]`` -> ``[-1, 1]``.
+
+    The training target is the clean image in ``[0, 1]`` (ESRGAN's pixel loss range).
+    """
+
+    family = "rrdbnet"
+
+    def encode(self, y: Tensor, op: Operator) -> tuple[Tensor, Any]:
+        if torch.is_complex(y) or y.ndim != 4:
+            raise TypeError(f"ESRGANInitializer needs real low-resolution images [B, C, h, w], got {tuple(y.shape)}")
+        return ((y + 1) / 2).clamp(0, 1), (y.device, y.dtype)
+
+    def decode(self, out: Tensor, ctx: Any) -> Tensor:
+        device, dtype = ctx
+        return (out.clamp(0, 1) * 2 - 1).to(device=device, dtype=dtype)
+
+    def target(self, x0: Tensor, ctx: Any) -> Tensor:
+        return (x0 + 1) / 2
+
+
+class UNetMapping(NetMapping):
+    """fastMRI U-Net: ``|A^+ y|`` instance-normalised (float64) and clamped to ``[-6, 6]`` in;
+    output de-normalised, clamped at 0, with the zero-filled phase.
+
+    The training target is ``|x0|`` normalised with the *input's* mean and std and clamped to
+    ``[-6, 6]``, as fastMRI's ``UnetDataTransform`` does.
+    """
+
+    family = "fastmri_unet"
+
+    def encode(self, y: Tensor, op: Operator) -> tuple[Tensor, Any]:
+        zero_filled = op.pinv(y)
+        if zero_filled.ndim != 4 or zero_filled.shape[1] != 1:
+            raise ValueError(
+                f"UNetInitializer expects single-channel images [B, 1, H, W], got {tuple(zero_filled.shape)}"
+            )
+        normed, mean, std = normalize_instance(zero_filled.abs().to(torch.float64))
+        return normed.clamp(-6, 6), (zero_filled, mean, std)
+
+    def decode(self, out: Tensor, ctx: Any) -> Tensor:
+        zero_filled, mean, std = ctx
+        magnitude = zero_filled.abs()
+        out = out.to(device=mean.device, dtype=torch.float64)
+        estimate = (out * std + mean).clamp(min=0).to(magnitude.dtype)
+        if not torch.is_complex(zero_filled):
+            return estimate
+        phase = torch.polar(torch.ones_like(magnitude), zero_filled.angle())
+        return estimate * phase
+
+    def target(self, x0: Tensor, ctx: Any) -> Tensor:
+        _, mean, std = ctx
+        return ((x0.abs().to(torch.float64) - mean) / (std + 1e-11)).clamp(-6, 6)
+
+
+#: The mapping of each initializer net family.
+MAPPINGS: dict[str, NetMapping] = {"rrdbnet": ESRGANMapping(), "fastmri_unet": UNetMapping()}
 
 
 class ESRGANInitializer:
@@ -49,6 +163,8 @@ class ESRGANInitializer:
         use_ema: prefer BasicSR ``params_ema`` when present.
         device: where the net runs.
     """
+
+    mapping: ClassVar[NetMapping] = MAPPINGS["rrdbnet"]
 
     def __init__(
         self,
@@ -81,24 +197,7 @@ class ESRGANInitializer:
         factor = getattr(op, "factor", None)
         if factor is not None and int(factor) != self.scale:
             raise ValueError(f"ESRGANInitializer is x{self.scale} but the operator's factor is {factor}")
-        if torch.is_complex(y) or y.ndim != 4:
-            raise TypeError(f"ESRGANInitializer needs real low-resolution images [B, C, h, w], got {tuple(y.shape)}")
-        device, dtype = _device_dtype(self.net)
-        lr = ((y + 1) / 2).clamp(0, 1).to(device=device, dtype=dtype)
-        sr = self.net(lr).clamp(0, 1)
-        return (sr * 2 - 1).to(device=y.device, dtype=y.dtype)
-
-
-def normalize_instance(x: Tensor, eps: float = 1e-11) -> tuple[Tensor, Tensor, Tensor]:
-    """fastMRI's ``normalize_instance`` per image: ``((x - mean) / (std + eps), mean, std)``, ``x`` ``[B, ...]``.
-
-    ``std`` is the unbiased standard deviation over each image, as ``torch.Tensor.std`` in fastMRI.
-    """
-    flat = x.reshape(x.shape[0], -1)
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    mean = flat.mean(dim=1).reshape(shape)
-    std = flat.std(dim=1).reshape(shape)
-    return (x - mean) / (std + eps), mean, std
+        return self.mapping(self.net, y, op)
 
 
 class UNetInitializer:
@@ -113,6 +212,8 @@ class UNetInitializer:
         use_ema: unused by fastMRI files; kept for a uniform signature.
         device: where the net runs.
     """
+
+    mapping: ClassVar[NetMapping] = MAPPINGS["fastmri_unet"]
 
     def __init__(
         self,
@@ -142,18 +243,4 @@ class UNetInitializer:
     @torch.no_grad()
     def __call__(self, y: Tensor, op: Operator) -> Tensor:
         """k-space ``y`` -> complex x_init ``[B, 1, H, W]`` (real input gives a real, non-negative output)."""
-        zero_filled = op.pinv(y)
-        if zero_filled.ndim != 4 or zero_filled.shape[1] != 1:
-            raise ValueError(
-                f"UNetInitializer expects single-channel images [B, 1, H, W], got {tuple(zero_filled.shape)}"
-            )
-        magnitude = zero_filled.abs()
-        real_dtype = magnitude.dtype
-        normed, mean, std = normalize_instance(magnitude.to(torch.float64))
-        device, dtype = _device_dtype(self.net)
-        out = self.net(normed.clamp(-6, 6).to(device=device, dtype=dtype)).to(device=y.device, dtype=torch.float64)
-        estimate = (out * std + mean).clamp(min=0).to(real_dtype)
-        if not torch.is_complex(zero_filled):
-            return estimate
-        phase = torch.polar(torch.ones_like(magnitude), zero_filled.angle())
-        return estimate * phase
+        return self.mapping(self.net, y, op)

@@ -38,3 +38,50 @@ class ExportWeights(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._export(trainer, pl_module)
+
+
+class SampleGrid(L.Callback):
+    """Every ``every_n_steps``, draw ``num`` unconditional samples from the EMA weights (DDIM,
+    ``num_steps`` steps from pure noise), save ``<dir>/step<N>.png`` and send it to the loggers
+    that take images (W&B)."""
+
+    def __init__(self, dirpath: str | Path, shape: tuple[int, ...], every_n_steps: int = 1000, num: int = 8,
+                 num_steps: int = 50, seed: int = 0) -> None:  # fmt: skip
+        self.dirpath, self.shape = Path(dirpath), tuple(shape)
+        self.every_n_steps, self.num, self.num_steps, self.seed = int(every_n_steps), int(num), int(num_steps), seed
+
+    def _sample(self, trainer: L.Trainer, module) -> None:
+        import torch
+
+        from ccdf.data.transforms import to_unit
+        from ccdf.denoisers.adapters import EpsDenoiser
+        from ccdf.operators import Inpainting
+        from ccdf.sampling import sample_ccdf
+        from ccdf.utils.io import save_png
+        from ccdf.utils.rng import per_sample_generators
+        from ccdf.utils.vis import image_grid
+
+        if not trainer.is_global_zero or self.every_n_steps <= 0:
+            return
+        net = copy.deepcopy(module.net).cpu().eval()
+        net.load_state_dict(module.averaged_state_dict())
+        denoiser = EpsDenoiser(net, module.schedule)
+        c, h, w = self.shape
+        x = torch.zeros(self.num, c, h, w)
+        op = Inpainting(torch.zeros(h, w))  # observes nothing: unconditional sampling
+        gens = per_sample_generators(self.seed, range(self.num))
+        with torch.no_grad():
+            samples = sample_ccdf(denoiser, module.schedule, op, op(x), x, t0=1.0, num_steps=self.num_steps,
+                                  step="ddim", dc="none", generator=gens)  # fmt: skip
+        step = int(trainer.global_step)
+        path = save_png(self.dirpath / f"step{step:07d}.png", image_grid([[to_unit(s) for s in samples]]))
+        for lg in trainer.loggers:
+            if hasattr(lg, "log_image"):
+                lg.log_image(key="train/samples", images=[str(path)], step=step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._sample(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._sample(trainer, pl_module)

@@ -1,0 +1,133 @@
+"""Lightning training of a learned initializer (ESRGAN's RRDBNet for SR, fastMRI's U-Net for MRI).
+
+Training pairs are made on the fly from clean images: ``y = A x0 (+ sigma_y n)``, the net's input
+and target come from the *same* :class:`ccdf.initializers.learned.NetMapping` the initializer
+calls at inference, and the loss is :func:`ccdf.training.losses.initializer_l1_loss` (ESRGAN's
+pixel loss / fastMRI's U-Net loss). ESRGAN's perceptual (VGG) and adversarial terms are not
+implemented: the nets trained here are PSNR-oriented (``RRDB_PSNR``-style), which is what an
+initializer scored by PSNR wants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from ccdf.initializers.learned import MAPPINGS, NetMapping
+from ccdf.operators.base import Operator, measure
+from ccdf.training.ema import EMA
+from ccdf.training.losses import initializer_l1_loss
+from ccdf.utils.rng import per_sample_generators, sample_seed
+
+__all__ = ["InitializerModule", "OperatorSampler"]
+
+#: A function drawing one operator per training item from that item's generator (e.g. MRI masks).
+OperatorSampler = Callable[[torch.Generator], Operator]
+
+
+class InitializerModule(L.LightningModule):
+    """Train a feed-forward initializer ``net`` with L1 on pairs made from clean images.
+
+    Randomness (measurement noise, random operators) is a pure function of (seed, global step,
+    data-set index), as in :class:`ccdf.lightning.diffusion_module.DiffusionModule`.
+
+    Args:
+        net: the initializer net (``RRDBNet`` or fastMRI ``Unet``).
+        mapping: a :class:`NetMapping` or a family name (``"rrdbnet"`` / ``"fastmri_unet"``).
+        operator: the measurement operator, or an :data:`OperatorSampler` drawing one per item.
+        sigma_y: measurement noise std (model range), as ``ccdf.operators.measure``.
+        optimizer: a factory of a torch optimizer from the parameters (default Adam, lr 2e-4).
+        warmup_steps: linear learning-rate warm-up.
+        ema_decay: EMA decay (0 disables the average).
+        seed: the training seed.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mapping: NetMapping | str,
+        operator: Operator | OperatorSampler,
+        *,
+        sigma_y: float = 0.0,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        warmup_steps: int = 0,
+        ema_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(mapping, str):
+            if mapping not in MAPPINGS:
+                raise ValueError(f"unknown initializer family {mapping!r}; choose one of {sorted(MAPPINGS)}")
+            mapping = MAPPINGS[mapping]
+        self.save_hyperparameters(ignore=["net", "mapping", "operator", "optimizer"])
+        self.net = net
+        self.mapping = mapping
+        if isinstance(operator, Operator):
+            self.operator, self.operator_sampler = operator, None
+        else:
+            self.operator, self.operator_sampler = None, operator
+        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=2e-4)
+        self.ema = EMA(net, decay=ema_decay) if ema_decay > 0 else None
+
+    def generators(self, index: Tensor) -> list[torch.Generator]:
+        return per_sample_generators(sample_seed(self.hparams.seed, int(self.global_step)), index)
+
+    def make_pairs(self, x0: Tensor, generators: list[torch.Generator]) -> tuple[Tensor, Tensor]:
+        """``(net input, target)`` for clean images ``x0``, in the net's dtype."""
+        param = next(iter(self.net.parameters()))
+        sigma_y = float(self.hparams.sigma_y)
+        if self.operator_sampler is None:
+            y = measure(self.operator, x0, sigma_y, generators)
+            inputs, ctx = self.mapping.encode(y, self.operator)
+            target = self.mapping.target(x0, ctx)
+        else:
+            parts = []
+            for b, g in enumerate(generators):
+                op = self.operator_sampler(g).to(x0.device)
+                y = measure(op, x0[b : b + 1], sigma_y, [g])
+                inp, ctx = self.mapping.encode(y, op)
+                parts.append((inp, self.mapping.target(x0[b : b + 1], ctx)))
+            inputs, target = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return inputs.to(param.dtype), target.to(param.dtype)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x0 = batch["x0"]
+        inputs, target = self.make_pairs(x0, self.generators(batch["index"]))
+        loss = initializer_l1_loss(self.net, inputs, target).mean()
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=x0.shape[0])
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # As DiffusionModule: the EMA follows each optimizer step (a checkpoint of step k holds the EMA of k).
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.net)
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.net.parameters())
+        warmup = int(self.hparams.warmup_steps)
+        if warmup <= 0:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def averaged_state_dict(self) -> dict[str, Tensor]:
+        """The net's weights with the EMA in place (what inference should use)."""
+        if self.ema is None:
+            return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        return self.ema.state_dict_for(self.net)
+
+    @torch.no_grad()
+    def initialize(self, y: Tensor, op: Operator) -> Tensor:
+        """x_init from the current (raw) weights, exactly as the learned initializer computes it."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            return self.mapping(self.net, y, op)
+        finally:
+            self.net.train(was_training)
