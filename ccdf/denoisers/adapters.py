@@ -192,3 +192,16 @@ def load_ncsnpp_denoiser(
     """
     net, _ = load_net(ckpt, family="ncsnpp", preset=preset, config=config, use_ema=use_ema, device=device)
     return VEScoreDenoiser(net, schedule)
+
+
+def demo_prior_path() -> Path:
+    """The learned demo prior shipped in the package (see conf/model/demo_prior.yaml)."""
+    from importlib import resources
+
+    return Path(str(resources.files("ccdf") / "assets" / "models" / "demo_prior.safetensors"))
+
+
+def load_demo_prior(schedule: Schedule, *, ckpt: str | Path | None = None, device: str = "cpu") -> EpsDenoiser:
+    """The shipped demo prior (or a retrained one at ``ckpt``) as an :class:`EpsDenoiser`."""
+    return load_guided_denoiser(schedule, ckpt=ckpt if ckpt is not None else demo_prior_path(), preset=None,
+                                device=device)  # fmt: skip

@@ -23,7 +23,7 @@ from ccdf.training.ema import EMA
 from ccdf.training.losses import initializer_l1_loss
 from ccdf.utils.rng import per_sample_generators, sample_seed
 
-__all__ = ["InitializerModule", "OperatorSampler"]
+__all__ = ["InitializerModule", "OperatorSampler", "rrdbnet_interpolation_init_"]
 
 #: A function drawing one operator per training item from that item's generator (e.g. MRI masks).
 OperatorSampler = Callable[[torch.Generator], Operator]
@@ -131,3 +131,43 @@ class InitializerModule(L.LightningModule):
             return self.mapping(self.net, y, op)
         finally:
             self.net.train(was_training)
+
+
+@torch.no_grad()
+def rrdbnet_interpolation_init_(net: nn.Module) -> nn.Module:
+    """Start an RRDBNet at smooth interpolation, so short trainings begin from a sensible SR.
+
+    RRDBNet has no image skip: from a random start it spends its first thousands of steps learning to
+    up-sample at all. Here feature channels ``0 .. C-1`` carry the image: ``conv_first`` copies it,
+    ``conv_body`` adds nothing to them (zero rows), every ``conv_up{k}`` (after its nearest x2)
+    applies the ``[1, 2, 1]/4`` tent in both axes (nearest x2 + tent = bilinear x2), ``conv_hr``
+    passes them on and ``conv_last`` reads them out; the other channels keep their random init and
+    are read out with zero weights. The net then starts as (near-)bilinear x``scale`` up-sampling of
+    inputs in ``[0, 1]`` (the LeakyReLUs see non-negative values there) and trains from that point.
+    The architecture and state-dict keys are unchanged (an initialisation only).
+    """
+    c = net.conv_first.in_channels
+    if getattr(net, "unshuffle", 1) != 1 or net.conv_last.out_channels != c:
+        raise ValueError("interpolation init needs an RRDBNet with scale >= 4 and as many output as input channels")
+    tent = torch.tensor([1.0, 2.0, 1.0]) / 4
+    blur = tent[:, None] * tent[None, :]
+
+    def rows(conv: nn.Conv2d, kernel: torch.Tensor | None) -> None:
+        conv.weight[:c] = 0
+        conv.bias[:c] = 0
+        if kernel is not None:
+            for k in range(c):
+                conv.weight[k, k] = kernel
+
+    delta = torch.zeros(3, 3)
+    delta[1, 1] = 1
+    rows(net.conv_first, delta)
+    rows(net.conv_body, None)
+    for k in range(1, net.num_up + 1):
+        rows(getattr(net, f"conv_up{k}"), blur)
+    rows(net.conv_hr, delta)
+    net.conv_last.weight.zero_()
+    net.conv_last.bias.zero_()
+    for k in range(c):
+        net.conv_last.weight[k, k] = delta
+    return net
