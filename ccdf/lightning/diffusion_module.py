@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-import lightning as L
 import torch
 from torch import nn
 
-from ccdf.training.ema import EMA
+from ccdf.lightning.base import TrainingModule
 from ccdf.training.losses import ve_dsm_loss, vp_eps_loss
-from ccdf.utils.rng import per_sample_generators, sample_seed
 
 LOSSES: dict[str, Callable] = {
     "vp_eps": vp_eps_loss,
@@ -20,7 +18,7 @@ LOSSES: dict[str, Callable] = {
 }
 
 
-class DiffusionModule(L.LightningModule):
+class DiffusionModule(TrainingModule):
     """Train ``net`` with one of :data:`LOSSES`; keeps an EMA of the weights.
 
     Randomness is a pure function of (seed, global step, data-set index): each item's noise level
@@ -52,40 +50,13 @@ class DiffusionModule(L.LightningModule):
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
         self.save_hyperparameters(ignore=["net", "schedule", "optimizer"])
-        self.net = net
+        self.setup_training(net, optimizer, ema_decay)
         self.schedule = schedule
         self.loss_fn = LOSSES[loss]
-        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=2e-4)
-        self.ema = EMA(net, decay=ema_decay) if ema_decay > 0 else None
-
-    def generators(self, index: torch.Tensor) -> list[torch.Generator]:
-        return per_sample_generators(sample_seed(self.hparams.seed, int(self.global_step)), index)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x0 = batch["x0"]
         per_item = self.loss_fn(self.net, self.schedule, x0, self.generators(batch["index"]))
         loss = per_item.mean()
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=x0.shape[0])
+        self.log_loss(loss, x0.shape[0])
         return loss
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        # The EMA follows each optimizer step here, before any on_train_batch_end hook: a
-        # checkpoint saved at the end of step k then holds the EMA of step k.
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update(self.net)
-
-    def configure_optimizers(self):
-        opt = self.optimizer_factory(self.net.parameters())
-        warmup = int(self.hparams.warmup_steps)
-        if warmup <= 0:
-            return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def averaged_state_dict(self) -> dict[str, torch.Tensor]:
-        """The net's weights with the EMA in place (what sampling should use)."""
-        if self.ema is None:
-            return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        return self.ema.state_dict_for(self.net)

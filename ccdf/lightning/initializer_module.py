@@ -11,17 +11,14 @@ initializer scored by PSNR wants.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
 from ccdf.initializers.learned import MAPPINGS, NetMapping
+from ccdf.lightning.base import TrainingModule
 from ccdf.operators.base import Operator, measure
-from ccdf.training.ema import EMA
 from ccdf.training.losses import initializer_l1_loss
-from ccdf.utils.rng import per_sample_generators, sample_seed
 
 __all__ = ["InitializerModule", "OperatorSampler", "rrdbnet_interpolation_init_"]
 
@@ -29,7 +26,7 @@ __all__ = ["InitializerModule", "OperatorSampler", "rrdbnet_interpolation_init_"
 OperatorSampler = Callable[[torch.Generator], Operator]
 
 
-class InitializerModule(L.LightningModule):
+class InitializerModule(TrainingModule):
     """Train a feed-forward initializer ``net`` with L1 on pairs made from clean images.
 
     Randomness (measurement noise, random operators) is a pure function of (seed, global step,
@@ -64,17 +61,12 @@ class InitializerModule(L.LightningModule):
                 raise ValueError(f"unknown initializer family {mapping!r}; choose one of {sorted(MAPPINGS)}")
             mapping = MAPPINGS[mapping]
         self.save_hyperparameters(ignore=["net", "mapping", "operator", "optimizer"])
-        self.net = net
+        self.setup_training(net, optimizer, ema_decay)
         self.mapping = mapping
         if isinstance(operator, Operator):
             self.operator, self.operator_sampler = operator, None
         else:
             self.operator, self.operator_sampler = None, operator
-        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=2e-4)
-        self.ema = EMA(net, decay=ema_decay) if ema_decay > 0 else None
-
-    def generators(self, index: Tensor) -> list[torch.Generator]:
-        return per_sample_generators(sample_seed(self.hparams.seed, int(self.global_step)), index)
 
     def make_pairs(self, x0: Tensor, generators: list[torch.Generator]) -> tuple[Tensor, Tensor]:
         """``(net input, target)`` for clean images ``x0``, in the net's dtype."""
@@ -98,29 +90,8 @@ class InitializerModule(L.LightningModule):
         x0 = batch["x0"]
         inputs, target = self.make_pairs(x0, self.generators(batch["index"]))
         loss = initializer_l1_loss(self.net, inputs, target).mean()
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=x0.shape[0])
+        self.log_loss(loss, x0.shape[0])
         return loss
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        # As DiffusionModule: the EMA follows each optimizer step (a checkpoint of step k holds the EMA of k).
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update(self.net)
-
-    def configure_optimizers(self):
-        opt = self.optimizer_factory(self.net.parameters())
-        warmup = int(self.hparams.warmup_steps)
-        if warmup <= 0:
-            return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def averaged_state_dict(self) -> dict[str, Tensor]:
-        """The net's weights with the EMA in place (what inference should use)."""
-        if self.ema is None:
-            return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        return self.ema.state_dict_for(self.net)
 
     @torch.no_grad()
     def initialize(self, y: Tensor, op: Operator) -> Tensor:
