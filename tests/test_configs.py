@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from ccdf.operators import Operator
 from tests.conftest import ROOT
@@ -48,6 +49,9 @@ def test_compose_and_instantiate(task, sampler, init):
     )
     HydraConfig.instance().set_config(cfg)  # the run dir interpolation (task choice) resolves
     assert f"/{task}/" in cfg.hydra.run.dir
+    for key in cfg:  # every interpolation resolves (what the loggers record)
+        if key != "hydra" and OmegaConf.is_config(cfg[key]):
+            OmegaConf.to_container(cfg[key], resolve=True)
     op = instantiate(cfg.operator)
     assert isinstance(op, Operator)
     initializer = instantiate(cfg.initializer)
@@ -90,6 +94,7 @@ def test_model_configs_compose(model):
     cfg = compose_cfg(["task=sr4", f"model={model}"])
     HydraConfig.instance().set_config(cfg)
     assert missing_values(cfg) in ([], ["model.ckpt"])
+    OmegaConf.to_container(cfg.training, resolve=True)
     schedule = instantiate(cfg.model.schedule)
     assert schedule.kind in ("vp", "ve")
     apply_model_sampler_defaults(cfg)
