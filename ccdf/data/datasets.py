@@ -273,4 +273,3 @@ class GaussianFieldDataset(Dataset):
         g = torch.Generator().manual_seed(sample_seed(self.seed, index))
         x0 = self.prior.sample(1, self.size, self.size, g, dtype=torch.float32)[0]
         return {"x0": x0, "index": index, "name": f"field_{index:06d}"}
-
