@@ -104,6 +104,17 @@ def test_multirun_sweep_over_t0(tmp_path):
     run_app("-m", "task=inpaint", "debug=smoke", "sampler.t0=0.05,0.2", f"hydra.sweep.dir={sweep}")
     ts = sorted(metrics(d)["t0"] for d in sweep.iterdir() if (d / "metrics.json").exists())
     assert ts == [0.05, 0.2]
+    # the aggregation step: a table sorted by N' and plots against N' and NFE
+    from ccdf.aggregate import main as aggregate
+
+    assert aggregate([str(sweep)]) == 0
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("overrides,t0,reverse_steps") and len(rows) == 3
+    assert [float(r.split(",")[1]) for r in rows[1:]] == [0.05, 0.2]
+    assert "| 0.2 | 20 | 20 |" in (sweep / "summary.md").read_text()
+    for name in ("psnr_vs_reverse_steps.png", "psnr_vs_nfe.png", "ssim_vs_reverse_steps.png"):
+        assert (sweep / name).stat().st_size > 1000
+    assert aggregate([str(tmp_path / "nothing")]) == 1
 
 
 def test_own_image_folder(tmp_path):
