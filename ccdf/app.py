@@ -17,20 +17,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 
-from ccdf.data.transforms import to_unit
-from ccdf.denoisers.base import CountingDenoiser
-from ccdf.metrics import nmse, psnr, ssim
-from ccdf.operators.base import Operator, measure
+from ccdf.operators.base import Operator
 from ccdf.schedules.base import num_steps_from_t0
-from ccdf.utils.io import save_npy, save_png, write_json
-from ccdf.utils.rng import per_sample_generators
-from ccdf.utils.vis import image_grid, measurement_preview
+from ccdf.utils.io import save_png, write_json
 
 log = logging.getLogger("ccdf")
 
-MODES = ("reconstruct", "train")
+MODES = ("reconstruct", "train", "theory")
 
 
 @dataclass
@@ -71,22 +65,25 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return [_instantiate(conf, f"logger {name}") for name, conf in node.items() if conf and "_target_" in conf]
 
 
-def log_results(loggers: list[Any], cfg: DictConfig, result: dict[str, Any], grid_path: Path) -> None:
-    """Send the run's numbers to each logger, with N' as the step (so sweeps plot metric vs N')."""
+def log_results(loggers: list[Any], cfg: DictConfig, results: list[tuple[dict[str, Any], Path]]) -> None:
+    """Send each t0's numbers to each logger with N' as the step, so one run (a batched t0 sweep)
+    or a group of runs (a Hydra multirun) plots metric against N'; plus the sample grids."""
     if not loggers:
         return
-    scalars = {
-        f"test/{k}": float(v)
-        for k, v in result.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("seed",)
-    }
     params = OmegaConf.to_container(cfg, resolve=True)
     params.pop("logger", None)
     for lg in loggers:
         lg.log_hyperparams(params)
-        lg.log_metrics(scalars, step=int(result["reverse_steps"]))
-        if hasattr(lg, "log_image"):
-            lg.log_image(key="test/grid", images=[str(grid_path)], step=int(result["reverse_steps"]))
+        for result, grid_path in sorted(results, key=lambda r: r[0]["reverse_steps"]):
+            step = int(result["reverse_steps"])
+            scalars = {
+                f"test/{k}": float(v)
+                for k, v in result.items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("seed",)
+            }
+            lg.log_metrics(scalars, step=step)
+            if hasattr(lg, "log_image"):
+                lg.log_image(key="test/grid", images=[str(grid_path)], step=step)
         lg.finalize("success")
         lg.save()
 
@@ -120,14 +117,19 @@ def validate(cfg: DictConfig) -> None:
     missing = missing_values(cfg)
     if cfg.mode == "train":  # training does not need sampling-only values (e.g. model.ckpt)
         missing = [k for k in missing if k not in ("model.ckpt",)]
+    if cfg.mode == "theory":  # the theory report needs no data, model or checkpoint
+        missing = []
     if missing:
         raise ValueError(f"missing required value(s): {', '.join(missing)}; set them on the command line, "
                          f"e.g. {missing[0]}=...")  # fmt: skip
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose one of {MODES}")
-    if cfg.mode == "train":
-        return
-    num_steps_from_t0(cfg.sampler.t0, int(cfg.sampler.num_steps))
+    if cfg.mode in ("train", "theory"):
+        return  # the theory report checks its own values (ccdf.theory.report.write_report)
+    if is_auto_t0(cfg):
+        check_auto_t0(cfg)
+    else:
+        sweep_t0s(cfg)
     if int(cfg.batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if float(cfg.sigma_y) < 0:
@@ -145,6 +147,8 @@ def main(cfg: DictConfig) -> float | None:
         torch.manual_seed(int(cfg.seed))  # library code never uses the global generator; this is a guard
         if cfg.mode == "train":
             return train(cfg, run_dir, written)
+        if cfg.mode == "theory":
+            return theory(cfg, run_dir, written)
         return reconstruct(cfg, run_dir, written)
     except BaseException:
         _remove_partial_run(run_dir, written, job_name)
@@ -170,116 +174,313 @@ def _task_name() -> str:
     return str(HydraConfig.get().runtime.choices.get("task", "custom"))
 
 
+def eval_setting(cfg: DictConfig, lpips: bool = False) -> dict[str, Any]:
+    """Everything that determines an image's result except t0 (the key of the result store).
+
+    Batch size, devices, loggers and output paths are left out: results do not depend on them.
+    A checkpoint file enters with its size and modification time.
+    """
+    import ccdf
+
+    sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
+    sampler.pop("t0", None)
+    setting = {
+        "version": ccdf.__version__,
+        "code": _code_hash(),
+        "task": _task_name(),
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "operator": OmegaConf.to_container(cfg.operator, resolve=True),
+        "initializer": OmegaConf.to_container(cfg.initializer, resolve=True),
+        "sampler": sampler,
+        "seed": int(cfg.seed),
+        "sigma_y": float(cfg.sigma_y),
+        "lpips": str(cfg.eval.lpips_net) if lpips else None,  # per-image LPIPS only with its weights
+    }
+    for node in ("model", "initializer"):
+        ckpt = cfg[node].get("ckpt") if isinstance(cfg[node], DictConfig) else None
+        if ckpt and Path(str(ckpt)).is_file():
+            st = Path(str(ckpt)).stat()
+            setting[f"{node}_file"] = {"size": st.st_size, "mtime": st.st_mtime}
+    return setting
+
+
+def _code_hash() -> str:
+    """A hash of the installed ccdf sources: cached results never outlive a code change."""
+    from ccdf.evaluation import fingerprint
+
+    root = Path(__file__).resolve().parent
+    return fingerprint({str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*.py"))})
+
+
+def sweep_t0s(cfg: DictConfig) -> list[float]:
+    """``eval.t0s`` (all in one batched pass) or the single ``sampler.t0``, checked."""
+    t0s = cfg.eval.get("t0s")
+    values = [_as_t0(t, "eval.t0s") for t in t0s] if t0s else [_as_t0(cfg.sampler.t0, "sampler.t0")]
+    for t in values:
+        num_steps_from_t0(t, int(cfg.sampler.num_steps))
+    if len(set(values)) != len(values):
+        raise ValueError(f"eval.t0s has repeated values: {values}")
+    return values
+
+
+def _as_t0(value: Any, key: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number in (0, 1] or 'auto', got {value!r}") from None
+
+
+def is_auto_t0(cfg: DictConfig) -> bool:
+    """``sampler.t0=auto``: the start time is chosen from the estimated errors (:mod:`ccdf.theory.auto`)."""
+    return isinstance(cfg.sampler.get("t0"), str) and cfg.sampler.t0.strip().lower() == "auto"
+
+
+def check_auto_t0(cfg: DictConfig) -> None:
+    """The ``auto_t0`` settings, checked before anything is built."""
+    if cfg.eval.get("t0s"):
+        raise ValueError("sampler.t0=auto chooses one t0; it cannot be combined with eval.t0s (set eval.t0s=null)")
+    ac = cfg.get("auto_t0")
+    if ac is None:
+        raise ValueError("sampler.t0=auto needs the auto_t0 settings (conf/config.yaml)")
+    if int(ac.calib_images) < 1:
+        raise ValueError(f"auto_t0.calib_images must be >= 1, got {ac.calib_images}")
+    if int(ac.estimate_steps) < 1:
+        raise ValueError(f"auto_t0.estimate_steps must be >= 1, got {ac.estimate_steps}")
+    for key in ("init_mse", "post_var"):
+        value = ac.get(key)
+        if value is not None and not float(value) >= (0 if key == "init_mse" else 1e-300):
+            raise ValueError(f"auto_t0.{key} must be {'>= 0' if key == 'init_mse' else '> 0'}, got {value}")
+    from ccdf.theory.auto import BASES
+
+    if str(ac.basis) not in BASES:
+        raise ValueError(f"auto_t0.basis must be one of {BASES}, got {ac.basis!r}")
+    num_steps_from_t0(1.0, int(cfg.sampler.num_steps))
+
+
+def resolve_auto_t0(cfg: DictConfig, comps: Components) -> dict[str, Any] | None:
+    """``sampler.t0=auto``: estimate the initializer's error and the posterior variance on the
+    calibration split (``auto_t0.calib_data``, never the evaluation images) unless given, choose the
+    MSE-optimal t0 (THEORY.md §3), set ``sampler.t0`` to it and return the estimates (for metrics.json)."""
+    if not is_auto_t0(cfg):
+        return None
+    from ccdf.theory.auto import auto_t0
+
+    ac = cfg.auto_t0
+    given = ac.get("init_mse") is not None and ac.get("post_var") is not None
+    data = comps.dataset if given else _instantiate(ac.calib_data, "calibration data")
+    sampler_kwargs = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items()
+        if k not in ("_target_", "_partial_", "t0", "num_steps")
+    }
+    use_gpu = torch.cuda.is_available() and str(cfg.eval.accelerator) != "cpu"
+    device = torch.device("cuda" if use_gpu else "cpu")
+    for module in (comps.denoiser, comps.operator, comps.initializer):
+        if isinstance(module, torch.nn.Module):
+            module.to(device)
+    try:
+        choice = auto_t0(
+            comps.denoiser, comps.schedule, comps.operator, comps.initializer, data,
+            num_steps=int(cfg.sampler.num_steps), calib_images=int(ac.calib_images),
+            estimate_steps=int(ac.estimate_steps), init_mse=ac.get("init_mse"), post_var=ac.get("post_var"),
+            seed=int(cfg.seed), sigma_y=float(cfg.sigma_y), batch_size=int(cfg.batch_size),
+            sampler_kwargs=sampler_kwargs, basis=str(ac.basis), device=device,
+        )  # fmt: skip
+    finally:
+        for module in (comps.denoiser, comps.operator, comps.initializer):
+            if isinstance(module, torch.nn.Module):
+                module.to("cpu")
+    cfg.sampler.t0 = choice.t0
+    comps.sampler = _instantiate(cfg.sampler, "sampler")
+    log.info(
+        "auto t0 = %g (N' = %d of %d%s): initializer error %.4g and posterior variance %.4g per element "
+        "(%s, %s; %s basis, %d calibration images, %.1f s); predicted MSE %.4g (no diffusion %.4g)",
+        choice.t0, choice.num_reverse_steps, choice.num_steps,
+        "" if choice.helps else ", diffusion not predicted to help",
+        choice.init_mse, choice.post_var, choice.source["init_mse"], choice.source["post_var"], choice.basis,
+        choice.calib_images, choice.seconds, choice.predicted_mse, choice.predicted_mse_no_diffusion,
+    )  # fmt: skip
+    return choice.to_dict()
+
+
+def theory(cfg: DictConfig, run_dir: Path, written: list[Path]) -> None:
+    """``mode=theory`` (``python run.py task=theory``): the exact linear-Gaussian report of docs/theory.md
+    (figures, theory.json, report.md) in the run folder; ``theory.figures_to`` also copies the figures."""
+    from ccdf.theory.report import write_report
+
+    tc = cfg.theory
+    result = write_report(
+        run_dir, problems=list(tc.problems), eps0_per_unknown=[float(r) for r in tc.eps0_per_unknown],
+        shapes=list(tc.shapes), samplers=list(tc.samplers), num_steps=int(tc.num_steps),
+        frechet_eps0=[float(r) for r in tc.frechet_eps0], figures_to=tc.get("figures_to"), on_write=written.append,
+    )  # fmt: skip
+    ref = result["reference"]
+    if "checks" in ref:
+        status = f"{ref['num_pass']}/{ref['num_checks']} of THEORY.md's reference values reproduced"
+    else:
+        status = f"reference check skipped ({ref['skipped']})"
+    log.info("theory report: %s, %.1f s -> %s", status, result["seconds"], run_dir / "report.md")
+
+
 def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
-    """Measure -> initialise -> CCDF -> score, over the configured data set."""
-    from tqdm.auto import tqdm
+    """Measure -> initialise -> CCDF -> score over the configured data set; one metrics.json per t0.
+
+    Work runs in a Lightning predict loop (``eval.devices`` processes) that stores each image's
+    result in a resumable cache (:class:`ccdf.evaluation.ResultStore`); this function then
+    gathers the results by index, computes the set-level metrics (FID/KID when the Inception
+    weights are present) and writes the run folder.
+    """
+    from ccdf.evaluation import ResultStore
+    from ccdf.lightning.reconstruction import ReconstructionModule, run_predict
 
     comps = build(cfg)
-    loggers = build_loggers(cfg)
-    written += [run_dir / "csv", run_dir / "wandb"]
-    counter = CountingDenoiser(comps.denoiser)
+    auto = resolve_auto_t0(cfg, comps)
+    t0s = sweep_t0s(cfg)
     dataset = comps.dataset
     num = len(dataset)
-    batch_size = int(cfg.batch_size)
     is_mri = getattr(dataset, "kind", "image") == "mri"
-    t0 = float(cfg.sampler.t0)
     num_steps = int(cfg.sampler.num_steps)
-    reverse = num_steps_from_t0(t0, num_steps)
+    n_corr = int(cfg.sampler.n_corrector) if cfg.sampler.get("corrector") else 0
+    lpips = _load_lpips(cfg) if not is_mri else None
+    store = ResultStore(cfg.eval.cache_dir, _task_name(), eval_setting(cfg, lpips is not None))
+    indices = list(range(num))  # ccdf data sets key their items by position (checked per item)
+    if not bool(cfg.eval.resume):
+        for t in t0s:
+            for i in indices:
+                store.item_path(t, i).unlink(missing_ok=True)
+    work = store.pending(t0s, indices)
+    done = len(t0s) * num - len(work)
+    if done:
+        log.info("resuming: %d of %d (image, t0) results already in %s", done, len(t0s) * num, store.folder)
+    module = ReconstructionModule(
+        comps.denoiser, comps.schedule, comps.operator, comps.initializer, comps.sampler, store,
+        seed=int(cfg.seed), sigma_y=float(cfg.sigma_y), num_steps=num_steps, n_corrector=n_corr,
+        is_mri=is_mri, lpips=lpips,
+    )  # fmt: skip
+    tic = time.perf_counter()
+    is_zero = run_predict(
+        module, dataset, work, batch_size=int(cfg.batch_size), devices=cfg.eval.devices,
+        accelerator=str(cfg.eval.accelerator), strategy=str(cfg.eval.strategy),
+        num_workers=int(cfg.eval.num_workers),
+    )  # fmt: skip
+    wall = time.perf_counter() - tic
+    if not is_zero:  # other ranks of a `strategy=ddp` launch: rank 0 gathers, scores and writes
+        return math.nan
 
-    per_image: list[dict[str, Any]] = []
-    grid_rows: list[list[Tensor]] = []
-    recon_dir = run_dir / "recon"
-    written.append(recon_dir)
-    seconds = 0.0
-    nfe_items = 0
-    batches = range(0, num, batch_size)
-    for start in tqdm(batches, desc="images", unit="batch", disable=len(batches) < 2):
-        items = [dataset[i] for i in range(start, min(start + batch_size, num))]
-        x0 = torch.stack([it["x0"] for it in items])
-        index = [int(it["index"]) for it in items]
-        gens = per_sample_generators(int(cfg.seed), index)
-        y = measure(comps.operator, x0, float(cfg.sigma_y), gens)
-        x_init = comps.initializer(y, comps.operator)
-        if x_init.shape != x0.shape:
-            raise ValueError(f"initializer returned shape {tuple(x_init.shape)}, images are {tuple(x0.shape)}")
-        counter.reset()
-        tic = time.perf_counter()
-        x = comps.sampler(counter, comps.schedule, comps.operator, y, x_init, generator=gens, progress=True)
-        seconds += time.perf_counter() - tic
-        nfe_items += counter.items
-        for b, it in enumerate(items):
-            row = _score(x[b : b + 1], x_init[b : b + 1], x0[b : b + 1], y[b : b + 1], comps.operator, is_mri)
-            row = {"index": index[b], "name": it["name"], **row}
-            per_image.append(row)
-            stem = f"{index[b]:05d}_{it['name']}"
-            written.append(save_png(recon_dir / f"{stem}.png", to_unit(x[b])))
-            if is_mri:
-                written.append(save_npy(recon_dir / f"{stem}.npy", x[b, 0].cpu().numpy()))
-            if len(grid_rows) < int(cfg.grid_images):
-                preview = measurement_preview(y[b : b + 1], x0.shape)[0]
-                grid_rows.append([preview, to_unit(x_init[b]), to_unit(x[b]), to_unit(x0[b])])
+    loggers = build_loggers(cfg)
+    written += [run_dir / "csv", run_dir / "wandb"]
+    results = []
+    inception = _load_inception(cfg, is_mri)
+    for t0 in t0s:
+        out_dir = run_dir if len(t0s) == 1 else run_dir / f"t0={t0:g}"
+        written.append(out_dir if out_dir != run_dir else run_dir / "recon")
+        result = _finish_t0(cfg, inception, store, t0, indices, out_dir, written, is_mri, comps, wall / len(t0s),
+                            auto=auto)  # fmt: skip
+        results.append((result, out_dir / "grid.png"))
+    log_results(loggers, cfg, results)
+    if len(t0s) > 1:
+        from ccdf.aggregate import main as aggregate
 
-    titles = ["measurement", "initializer", "CCDF", "ground truth"]
-    grid_path = save_png(run_dir / "grid.png", image_grid(grid_rows, titles))
+        aggregate([str(run_dir)])
+        written += [run_dir / "summary.csv", run_dir / "summary.md"] + list(run_dir.glob("*_vs_*.png"))
+    return float(results[0][0]["psnr"])
+
+
+def _finish_t0(cfg: DictConfig, inception: Any, store: Any, t0: float, indices: list[int], out_dir: Path,
+               written: list[Path], is_mri: bool, comps: Components, wall: float,
+               auto: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Gather one t0's per-image rows, copy its reconstructions, draw its grid, write metrics.json."""
+    from ccdf.evaluation import summarise
+    from ccdf.utils.io import atomic_write
+    from ccdf.utils.vis import image_grid, load_png
+
+    rows = store.read(t0, indices)
+    recon_dir = out_dir / "recon"
+    for row in rows:
+        stem = f"{row['index']:05d}_{row['name']}"
+        for suffix in (".png", ".npy"):
+            src = store.item_path(t0, row["index"], suffix)
+            if src.is_file():
+                data = src.read_bytes()
+                atomic_write(recon_dir / f"{stem}{suffix}", lambda tmp, data=data: tmp.write_bytes(data))
+    grid_rows = [
+        [load_png(store.folder_of(sub) / f"{i:05d}.png") for sub in ("meas", "init")]
+        + [load_png(store.item_path(t0, i, ".png")), load_png(store.folder_of("gt") / f"{i:05d}.png")]
+        for i in indices[: int(cfg.grid_images)]
+    ]
+    grid_path = save_png(
+        out_dir / "grid.png", image_grid(grid_rows, ["measurement", "initializer", "CCDF", "ground truth"])
+    )
     written.append(grid_path)
-    metrics = _summarise(per_image, is_mri)
+    metrics = summarise(rows)
+    metrics.update(_distribution_metrics(cfg, store, t0, inception))
+    reverse = num_steps_from_t0(t0, int(cfg.sampler.num_steps))
     result = {
         "task": _task_name(),
         "t0": t0,
-        "num_steps": num_steps,
+        "num_steps": int(cfg.sampler.num_steps),
         "reverse_steps": reverse,
-        "nfe": nfe_items / max(num, 1),
-        "seconds": seconds,
         **metrics,
-        "num_images": num,
+        "wall_seconds": wall,
+        "num_images": len(rows),
         "seed": int(cfg.seed),
         "sigma_y": float(cfg.sigma_y),
         "model": str(cfg.model.name),
         "operator": repr(comps.operator).replace("\n", " "),
         "initializer": repr(comps.initializer),
-        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
-        "per_image": per_image,
+        "sampler": {**OmegaConf.to_container(cfg.sampler, resolve=True), "t0": t0},
+        "cache": str(store.folder),
+        **({"auto_t0": auto} if auto else {}),
+        "per_image": rows,
     }
-    log_results(loggers, cfg, result, grid_path)
-    written.append(write_json(run_dir / "metrics.json", result))
+    written.append(write_json(out_dir / "metrics.json", result))
+    extra = "".join(f" | {k.upper()} {metrics[k]:.4g}" for k in ("lpips", "fid", "kid") if k in metrics)
     log.info(
-        "task=%s t0=%g N'=%d/%d NFE=%g | PSNR %.2f dB (init %.2f) | SSIM %.4f (init %.4f) | %d images, %.1f s -> %s",
-        result["task"], t0, reverse, num_steps, result["nfe"], metrics["psnr"], metrics["init_psnr"],
-        metrics["ssim"], metrics["init_ssim"], num, seconds, run_dir,
+        "task=%s t0=%g N'=%d/%d NFE=%g | PSNR %.2f dB (init %.2f) | SSIM %.4f (init %.4f)%s | %d images, %.1f s -> %s",
+        result["task"], t0, reverse, result["num_steps"], metrics["nfe"], metrics["psnr"], metrics["init_psnr"],
+        metrics["ssim"], metrics["init_ssim"], extra, len(rows), metrics["seconds"], out_dir,
     )  # fmt: skip
-    return float(metrics["psnr"])
+    return result
 
 
-def _score(x: Tensor, x_init: Tensor, x0: Tensor, y: Tensor, op: Operator, is_mri: bool) -> dict[str, float]:
-    """Per-image metrics of the reconstruction and of the initializer, plus the DC residual."""
-    if is_mri:
-        ref = x0.abs()
-        data_range = ref.flatten(1).amax(1)
-        rec, ini = x.abs(), x_init.abs()
-    else:
-        ref, data_range, rec, ini = to_unit(x0), torch.ones(1), to_unit(x), to_unit(x_init)
-    row = {
-        "psnr": float(psnr(rec, ref, data_range)),
-        "ssim": float(ssim(rec, ref, data_range)),
-        "init_psnr": float(psnr(ini, ref, data_range)),
-        "init_ssim": float(ssim(ini, ref, data_range)),
-        # Relative measurement residual ||A x - y|| / ||y||: ~0 means consistent with the data.
-        "dc_residual": float((op(x) - y).abs().norm() / y.abs().norm().clamp(min=1e-12)),
-    }
-    if is_mri:
-        row["nmse"] = float(nmse(x.abs(), ref))
-        row["init_nmse"] = float(nmse(x_init.abs(), ref))
-    return row
+def _load_lpips(cfg: DictConfig) -> Any:
+    """The LPIPS net from local weights, or None (with a warning naming the missing file)."""
+    if not bool(cfg.eval.lpips):
+        return None
+    from ccdf.metrics import MissingWeightsError, load_lpips
+
+    try:
+        return load_lpips(cfg.paths.metric_weights, net=str(cfg.eval.lpips_net))
+    except MissingWeightsError as err:
+        log.warning("LPIPS skipped: %s", err)
+        return None
 
 
-def _summarise(per_image: list[dict[str, Any]], is_mri: bool) -> dict[str, float]:
-    keys = ["psnr", "ssim", "init_psnr", "init_ssim", "dc_residual"] + (["nmse", "init_nmse"] if is_mri else [])
-    out = {}
-    for k in keys:
-        vals = [float(r[k]) for r in per_image]
-        out[k] = sum(vals) / len(vals) if vals else math.nan
-    out["dc_residual"] = max(float(r["dc_residual"]) for r in per_image) if per_image else math.nan
-    return out
+def _load_inception(cfg: DictConfig, is_mri: bool) -> Any:
+    """clean-fid's Inception network from local weights, or None (with a warning naming the missing file)."""
+    if not bool(cfg.eval.fid) or is_mri:
+        return None
+    from ccdf.metrics import MissingWeightsError, load_inception
+
+    try:
+        return load_inception(cfg.paths.metric_weights, device="cuda" if torch.cuda.is_available() else "cpu")
+    except MissingWeightsError as err:
+        log.warning("FID/KID skipped: %s", err)
+        return None
+
+
+def _distribution_metrics(cfg: DictConfig, store: Any, t0: float, inception: Any) -> dict[str, float]:
+    """FID and KID (clean-fid) of the reconstructions and of the initializer against the ground truth."""
+    if inception is None:
+        return {}
+    from ccdf.metrics import compute_fid_kid
+
+    ref = str(cfg.eval.fid_ref) if cfg.eval.get("fid_ref") else str(store.folder_of("gt"))
+    kw = {"extractor": inception, "cache_dir": store.folder / "fid_stats"}
+    out = compute_fid_kid(store.folder_of(t0), ref, **kw)
+    init = compute_fid_kid(store.folder_of("init"), ref, **kw)
+    return {**out, **{f"init_{k}": v for k, v in init.items()}}
 
 
 def train(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:

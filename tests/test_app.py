@@ -16,6 +16,12 @@ from tests.conftest import ROOT
 
 
 def run_app(*overrides: str, cwd: Path = ROOT, ok: bool = True) -> subprocess.CompletedProcess:
+    """``python run.py *overrides``; the per-image result cache goes next to the run/sweep folder."""
+    if not any(o.startswith("eval.cache_dir=") for o in overrides):
+        for o in overrides:
+            if o.startswith(("hydra.run.dir=", "hydra.sweep.dir=")):
+                overrides = (*overrides, f"eval.cache_dir={Path(o.split('=', 1)[1]).parent / 'cache'}")
+                break
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "2"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *overrides],

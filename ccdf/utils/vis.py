@@ -49,3 +49,12 @@ def image_grid(rows: Sequence[Sequence[Tensor]], titles: Sequence[str] | None = 
             draw.text((pad + j * (w + pad) + 3, 2), title, fill=(0, 0, 0))
         canvas = np.asarray(img)
     return canvas
+
+
+def load_png(path) -> Tensor:
+    """A PNG written by :func:`ccdf.utils.io.save_png` as ``[C, H, W]`` in [0, 1]."""
+    from PIL import Image
+
+    arr = np.asarray(Image.open(path))
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255

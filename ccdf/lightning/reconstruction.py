@@ -1,0 +1,161 @@
+"""Distributed, resumable CCDF evaluation as a Lightning predict loop.
+
+The work list is every (data-set index, t0) pair without a stored result
+(:class:`ccdf.evaluation.ResultStore`). Lightning shards it over devices; each image draws its
+measurement noise, forward jump and reverse-step noise from its own generator, seeded by
+(seed, data-set index), so an image's result does not depend on the number of devices, on
+its batch, or on which other t0 values share the pass. Results go to the store as each batch
+finishes, which makes the loop resumable, and are read back by index (so the items that DDP
+repeats to even out shards count once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ccdf.denoisers.base import CountingDenoiser
+from ccdf.evaluation import ResultStore, score_item
+from ccdf.operators.base import Operator, measure
+from ccdf.sampling.ccdf import expected_nfe
+from ccdf.utils.rng import per_sample_generators
+
+
+class PendingItems(Dataset):
+    """The (index, t0) work items of a data set: ``{"x0", "index", "name", "t0"}`` per item."""
+
+    def __init__(self, dataset: Any, work: Sequence[tuple[float, int]]) -> None:
+        self.dataset = dataset
+        self.work = list(work)
+
+    def __len__(self) -> int:
+        return len(self.work)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        t0, index = self.work[k]
+        item = self.dataset[index]
+        if int(item["index"]) != index:
+            raise RuntimeError(f"data set item {index} reports index {item['index']}")
+        return {"x0": item["x0"], "index": index, "name": str(item["name"]), "t0": float(t0)}
+
+
+class ReconstructionModule(L.LightningModule):
+    """Measure -> initialise -> CCDF -> score -> store, one batch of (image, t0) items per step.
+
+    Args:
+        denoiser, schedule, operator, initializer: the components (:func:`ccdf.app.build`).
+        sampler: ``sample_ccdf`` with its settings bound (``functools.partial``); ``t0`` is
+            passed per item.
+        store: where results go.
+        seed: the run's seed (each image's generator is seeded from (seed, index)).
+        sigma_y: measurement noise.
+        num_steps, n_corrector: for the per-item NFE (checked against the counted evaluations).
+        is_mri: score magnitudes with fastMRI's conventions.
+        lpips: optional LPIPS distance ``[B, 3, H, W] x2 -> [B]`` on [-1, 1] images.
+        progress: show the sampler's step bar on rank 0.
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module | Callable,
+        schedule: Any,
+        operator: Operator,
+        initializer: Callable,
+        sampler: Callable,
+        store: ResultStore,
+        *,
+        seed: int,
+        sigma_y: float,
+        num_steps: int,
+        n_corrector: int = 0,
+        is_mri: bool = False,
+        lpips: nn.Module | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.counter = CountingDenoiser(denoiser)
+        self.schedule = schedule
+        self.operator = operator
+        self.initializer = initializer
+        if isinstance(initializer, nn.Module):
+            self.initializer_module = initializer  # moved to the device with the rest
+        self.sampler = sampler
+        self.store = store
+        self.seed = int(seed)
+        self.sigma_y = float(sigma_y)
+        self.num_steps = int(num_steps)
+        self.n_corrector = int(n_corrector)
+        self.is_mri = is_mri
+        self.lpips = lpips
+        self.progress = progress
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> int:
+        x0: Tensor = batch["x0"]
+        index = [int(i) for i in batch["index"]]
+        t0 = [float(t) for t in batch["t0"]]
+        gens = per_sample_generators(self.seed, index)  # on the CPU: the same numbers on any device
+        y = measure(self.operator, x0, self.sigma_y, gens)
+        x_init = self.initializer(y, self.operator)
+        if x_init.shape != x0.shape:
+            raise ValueError(f"initializer returned shape {tuple(x_init.shape)}, images are {tuple(x0.shape)}")
+        self.counter.reset()
+        tic = time.perf_counter()
+        x = self.sampler(
+            self.counter, self.schedule, self.operator, y, x_init, t0=t0, generator=gens,
+            progress=self.progress and self.global_rank == 0,
+        )  # fmt: skip
+        seconds = time.perf_counter() - tic
+        nfe = [expected_nfe(t, self.num_steps, self.n_corrector) for t in t0]
+        if self.counter.items != sum(nfe):
+            raise RuntimeError(f"counted {self.counter.items} network evaluations, expected {sum(nfe)}")
+        for b, i in enumerate(index):
+            sl = slice(b, b + 1)
+            row = score_item(x[sl], x_init[sl], x0[sl], y[sl], self.operator, self.is_mri, self.lpips)
+            row = {"name": batch["name"][b], **row, "nfe": nfe[b], "seconds": seconds * nfe[b] / sum(nfe)}
+            self.store.write_inputs(i, x0[b], x_init[b], y[sl])
+            self.store.write(t0[b], i, row, x[b])
+        return len(index)
+
+
+def run_predict(
+    module: ReconstructionModule,
+    dataset: Any,
+    work: Sequence[tuple[float, int]],
+    *,
+    batch_size: int,
+    devices: int | str = 1,
+    accelerator: str = "auto",
+    strategy: str = "auto",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> bool:
+    """Run ``module`` over the pending ``work`` with a Lightning ``Trainer.predict``.
+
+    With ``devices > 1`` on CPU use ``strategy="ddp_spawn"`` (gloo); on GPUs ``ddp`` also works
+    (Lightning relaunches the script once per device). The results are in the module's store;
+    the return value says whether this process is the global rank 0, the one that should
+    gather them (after a barrier, all ranks have written theirs).
+    """
+    if not work:
+        return True
+    loader = DataLoader(PendingItems(dataset, work), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        inference_mode=True,
+    )
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    trainer.strategy.barrier("ccdf-evaluation-done")
+    return trainer.is_global_zero
