@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The paper's table: inpainting (box, random pixels) on FFHQ 256 (conf/experiment/inpaint_ffhq{,_small}.yaml).
+#   experiments/paper_tables/inpaint_ffhq/run.sh --small               # CPU, embedded model (minutes)
+#   experiments/paper_tables/inpaint_ffhq/run.sh dataset.root=/data/ffhq256   # the paper's scale (GPU)
+#   experiments/paper_tables/inpaint_ffhq/run.sh --small --dry-run     # print the run.py -m commands only
+# Each row is one `python run.py -m experiment=inpaint_ffhq[_small] ...` into outputs/paper_tables/inpaint_ffhq/<small|full>/<row>/;
+# then the table (table.md, table.csv there) is printed. Extra arguments are Hydra overrides for every row.
+# Rows, columns and labels: ccdf/tables.py (TABLES["inpaint_ffhq"]).
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+exec python -m ccdf.tables run inpaint_ffhq "$@"

@@ -1,0 +1,202 @@
+"""The paper tables: every experiment config composes with every cell's overrides, the runner's
+commands, and the aggregator's layout, missing metrics and missing runs (synthetic run folders)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_object
+from omegaconf import OmegaConf
+
+from ccdf import tables
+from ccdf.tables import MISSING, TABLES, Column, Row, Table, Variant
+from tests.conftest import ROOT
+
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def compose_cfg(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def test_every_table_has_its_two_experiments_and_folder():
+    named = {v.experiment for t in TABLES.values() for v in t.variants.values()}
+    assert named == set(EXPERIMENTS)
+    for name, table in TABLES.items():
+        assert set(table.variants) == {"full", "small"} and table.name == name
+        folder = ROOT / "experiments" / "paper_tables" / name
+        assert (folder / "run.sh").is_file() and (folder / "table.py").is_file()
+
+
+def cells():
+    for name, table in TABLES.items():
+        for variant, var in table.variants.items():
+            for row in var.rows:
+                if row.init_of:
+                    continue
+                for col in var.columns:
+                    yield pytest.param(name, variant, row, col, id=f"{name}-{variant}-{row.key}-{col.label}")
+
+
+@pytest.mark.parametrize("name,variant,row,col", list(cells()))
+def test_every_cell_composes(name, variant, row, col):
+    from ccdf.app import apply_model_sampler_defaults, missing_values
+
+    var = TABLES[name].variants[variant]
+    cfg = compose_cfg([f"experiment={var.experiment}", *row.overrides, *col.overrides])
+    HydraConfig.instance().set_config(cfg)
+    apply_model_sampler_defaults(cfg)
+    # the full scale needs only the data folder; the small variant runs as composed
+    assert missing_values(cfg) == ([] if variant == "small" else ["dataset.root"])
+    for key in ("model", "operator", "initializer", "sampler", "eval"):
+        OmegaConf.to_container(cfg[key], resolve=True)
+    choices = cfg.hydra.runtime.choices
+    for o in (*row.overrides, *col.overrides):  # the cell's own settings are what runs
+        if o.startswith("~"):
+            assert OmegaConf.select(cfg, o[1:]) is None
+            continue
+        key, value = o.split("=", 1)
+        got = choices[key] if key in choices else OmegaConf.select(cfg, key)
+        assert str(got) == value, (key, got, value)
+    for group in ("operator", "initializer"):  # no key left over from another group's option
+        node = OmegaConf.to_container(cfg[group])
+        params = inspect.signature(get_object(node.pop("_target_"))).parameters
+        assert set(node) <= set(params), (group, set(node) - set(params))
+    if variant == "small" and "fid" in TABLES[name].metrics:
+        assert cfg.eval.fid is False  # FID of a handful of images means nothing
+
+
+def test_experiment_pins_win_over_the_task_and_lose_to_the_command_line():
+    cfg = compose_cfg(["experiment=sr_ffhq_small", "task=sr16"])
+    ch = cfg.hydra.runtime.choices
+    assert (ch.task, ch.model, ch.initializer, ch.dataset) == ("sr16", "demo_prior", "bicubic", "samples_crops")
+    assert cfg.operator.factor == 16 and cfg.dataset.size == 128 and cfg.sampler.num_steps == 100
+    cfg = compose_cfg(["experiment=sr_ffhq", "task=sr8"])
+    ch = cfg.hydra.runtime.choices
+    assert (ch.model, ch.initializer, ch.dataset) == ("iddpm_ffhq256", "esrgan", "ffhq256")  # not task's bicubic
+    assert cfg.initializer.ckpt == "checkpoints/esrgan_ffhq256_x8.pth" and cfg.model.schedule.spacing == "iddpm"
+    assert cfg.dataset.eval_split == "ffhq_eval.txt"
+    cfg = compose_cfg(["experiment=mri_knee_small", "initializer=zero", "sampler.t0=1"])
+    assert cfg.hydra.runtime.choices.initializer == "zero" and cfg.sampler.t0 == 1
+    assert cfg.hydra.runtime.choices.sampler == "ve_pc" and cfg.hydra.runtime.choices.task == "mri"
+
+
+@pytest.mark.parametrize("name", ["sr_ffhq_small", "inpaint_ffhq_small", "mri_knee_small", "sr_afhq_small"])
+def test_small_experiments_instantiate(name):
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg([f"experiment={name}"])
+    op = instantiate(cfg.operator)
+    x0 = instantiate(cfg.dataset.data)[0]["x0"][None]
+    assert instantiate(cfg.initializer)(op(x0), op).shape == x0.shape
+
+
+def test_commands_sweep_one_key_per_row_or_run_each_cell(tmp_path):
+    cmds = tables.row_commands(TABLES["sr_ffhq"], "small", tmp_path, ["seed=1"])
+    assert len(cmds) == 3  # noise_full, noise_short, ccdf; the initializer row runs nothing
+    for cmd in cmds:
+        assert cmd[:2] == ["-m", "experiment=sr_ffhq_small"] and "task=sr4,sr8,sr16" in cmd and cmd[-1] == "seed=1"
+    assert f"hydra.sweep.dir={tmp_path / 'ccdf'}" in cmds[-1]
+    cmds = tables.row_commands(TABLES["mri_knee"], "full", tmp_path)
+    assert len(cmds) == 4 * 2  # two-key columns: one command per cell
+    assert cmds[1][-3:] == ["operator.acceleration=8", "operator.center_fraction=0.04", f"hydra.sweep.dir={tmp_path / 'noise_full' / '1'}"]  # fmt: skip
+
+
+# ---- the aggregator, on synthetic run folders -------------------------------------------------
+
+TOY = Table(
+    "toy",
+    "Toy table",
+    ("fid", "psnr", "ssim"),
+    {
+        "small": Variant(
+            "toy_small",
+            "bicubic",
+            (
+                Row("init", "{init} (initializer alone)", init_of="ccdf"),
+                Row("noise", "from noise, N = {num_steps}", ("sampler.t0=1",)),
+                Row("ccdf", "CCDF from {init}, t0 = {t0:g} (N' = {reverse_steps} of {num_steps})"),
+            ),
+            (Column("×4", ("task=sr4",)), Column("×8", ("task=sr8", "operator.kernel=box"))),
+        )
+    },
+)
+
+
+def fake_run(folder: Path, overrides: list[str], **metrics) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    monkeypatch.setitem(TABLES, "toy", TOY)
+    base = {"num_steps": 100, "init_psnr": 20.0, "init_ssim": 0.5}
+    fake_run(tmp_path / "noise" / "0", ["experiment=toy_small", "sampler.t0=1", "task=sr4"],
+             **base, t0=1.0, reverse_steps=100, nfe=100, psnr=21.0, ssim=0.6)  # fmt: skip
+    fake_run(tmp_path / "noise" / "1", ["experiment=toy_small", "sampler.t0=1", "task=sr8", "operator.kernel=box"],
+             **base, t0=1.0, reverse_steps=100, nfe=100, psnr=19.5, ssim=0.45)  # fmt: skip
+    fake_run(tmp_path / "ccdf" / "0", ["experiment=toy_small", "task=sr4"], **base, t0=0.2, reverse_steps=20,
+             nfe=20, psnr=25.123, ssim=0.71234, fid=12.345, init_fid=30.0)  # fmt: skip
+    fake_run(tmp_path / "ccdf" / "1", ["task=sr8", "operator.kernel=box"], **{**base, "init_psnr": 18.0},
+             t0=0.2, reverse_steps=20, nfe=20, psnr=22.0, ssim=float("nan"))  # fmt: skip
+    return tmp_path
+
+
+def test_table_layout_and_cells(toy):
+    records = tables.collect("toy", "small", toy)
+    md = tables.to_markdown("toy", "small", records).splitlines()
+    assert md[2] == "| method | NFE | ×4 FID | ×4 PSNR | ×4 SSIM | ×8 FID | ×8 PSNR | ×8 SSIM |"
+    assert md[3] == "|---|---:|---:|---:|---:|---:|---:|---:|"
+    assert md[4] == "| bicubic (initializer alone) | 0 | 30.00 | 20.00 | 0.5000 | – | 18.00 | 0.5000 |"
+    assert md[5] == "| from noise, N = 100 | 100 | – | 21.00 | 0.6000 | – | 19.50 | 0.4500 |"
+    assert md[6] == "| CCDF from bicubic, t0 = 0.2 (N' = 20 of 100) | 20 | 12.35 | 25.12 | 0.7123 | – | 22.00 | – |"
+    assert len(md) == 7 and MISSING == "–"
+    csv_lines = tables.to_csv("toy", "small", records).splitlines()
+    assert csv_lines[0] == "row,method,nfe,×4 fid,×4 psnr,×4 ssim,×8 fid,×8 psnr,×8 ssim"
+    assert csv_lines[3] == 'ccdf,"CCDF from bicubic, t0 = 0.2 (N\' = 20 of 100)",20,12.345,25.123,0.71234,,22.0,'
+
+
+def test_show_writes_table_files(toy, capsys):
+    assert tables.show_table("toy", "small", out=toy) == 0
+    printed = capsys.readouterr().out
+    assert (toy / "table.md").read_text() in printed
+    assert (toy / "table.csv").read_text().startswith("row,method,nfe")
+    assert not list(toy.glob(".*tmp*"))  # atomic writes leave no temporary files
+
+
+def test_missing_run_folder_is_a_clear_error(toy, tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match=r"no runs of row 'noise'.*run experiments/paper_tables/toy/run.sh --small"
+    ):
+        import shutil
+
+        shutil.rmtree(toy / "noise")
+        tables.collect("toy", "small", toy)
+    with pytest.raises(FileNotFoundError, match="folder not found"):
+        tables.collect("toy", "small", tmp_path / "nowhere")
+    assert tables.main(["show", "sr_ffhq", "--small", "--out", str(tmp_path / "nowhere")]) == 1
+
+
+def test_missing_column_and_duplicate_runs_are_errors(toy):
+    import shutil
+
+    shutil.rmtree(toy / "ccdf" / "1")
+    with pytest.raises(
+        FileNotFoundError, match=r"row 'ccdf' has no finished run for column ×8 \(task=sr8 operator.kernel=box\)"
+    ):
+        tables.collect("toy", "small", toy)
+    fake_run(toy / "ccdf" / "1", ["task=sr8", "operator.kernel=box"], t0=0.2, num_steps=100, reverse_steps=20, nfe=20)
+    fake_run(toy / "ccdf" / "2", ["task=sr8", "operator.kernel=box"], t0=0.2, num_steps=100, reverse_steps=20, nfe=20)
+    with pytest.raises(ValueError, match="2 runs for column ×8"):
+        tables.collect("toy", "small", toy)
