@@ -1,0 +1,483 @@
+r"""Automatic CCDF start time (``sampler.t0=auto``): t0 from the initializer's error and the posterior spread.
+
+THEORY.md §3 and §9: with the exact posterior score, along a direction k with posterior variance s_k and
+initial squared error e_k^2, CCDF's error after a forward jump of VE-equivalent noise ``sigma^2`` is
+``u^2 e^2 + 2 s (1 - u)`` (DDPM; ``u = s/(s + sigma^2)``; DDIM: ``u e^2 + 2 s (1 - sqrt u)``), so the
+best common t0 balances forgetting the initial error against re-sampling the posterior spread
+(:func:`ccdf.theory.optimal_t0`). This module estimates the two inputs for any model and operator, on
+calibration images:
+
+* ``e_k^2``: the mean of ``|T (I - A^+A)(x_init - x0)|_k^2``, the initializer's error on the unknown
+  part (model range);
+* ``s_k``: the mean of ``|T (I - A^+A)(x_a - x_b)|_k^2 / 2`` for two independent posterior samples per
+  item (:func:`ccdf.sampling.sample_ccdf` from t0 = 1, one generator per item and sample),
+
+or takes them as given scalars (means over all elements), and then treats the directions k as the
+posterior's eigen-directions. That is the approximation: the closed form is exact in the posterior's
+eigenbasis, and with a fixed basis T it assumes the posterior covariance is (nearly) diagonal in T.
+Two bases: ``"fourier"`` (the orthonormal 2-D DFT per channel; the default: a stationary image prior
+is diagonal there, and on THEORY's box-inpainting problem this lands within 3% of the optimal error
+where pixels miss by up to 2.3x, because pixel variances hide the posterior's many low-variance
+directions) and ``"pixel"`` (exact when the problem is posed in its eigenbasis, as THEORY's
+eigen-subsampling). Each direction sees the forward noise only through its unknown share
+``d_k = (T (I - A^+A) T^H)_{kk}`` (exact for masks and Cartesian MRI in either basis, a ratio
+Hutchinson estimate otherwise, :func:`unknown_diagonal`), so :func:`choose_t0` passes
+``(s_k/d_k, e_k^2/d_k)``. Complex images split every element into two real directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ccdf.operators.base import Operator, measure
+from ccdf.theory.closed_form import SAMPLERS, optimal_t0
+from ccdf.utils.rng import per_sample_generators
+
+STREAM_MEASURE, STREAM_SAMPLE_A, STREAM_SAMPLE_B, STREAM_PROBES = 1, 2, 3, 4
+MIN_UNKNOWN = 0.01  # directions whose unknown share d_k is below this are known (left out)
+BASES = ("fourier", "pixel")
+
+
+@dataclass
+class AutoT0:
+    """The automatic start time and the estimates behind it.
+
+    Attributes:
+        t0: the chosen start time (``num_reverse_steps / N``; ``1/N`` when diffusion does not help).
+        num_reverse_steps: the predicted optimal N' (0 = no diffusion predicted to help).
+        num_steps: N.
+        sigma2: the forward jump's VE-equivalent noise level at t0.
+        helps: whether diffusing (N' >= 1) is predicted to lower the error.
+        init_mse: mean over all image elements of the initializer's squared error on the unknown part.
+        post_var: mean over all image elements of the posterior variance.
+        predicted_mse: predicted mean squared error per element at t0 (ideal model, pixels as directions).
+        predicted_mse_no_diffusion: the same without diffusion (= ``init_mse``).
+        unknown_fraction: mean of ``d(p)``, the unknown part's share of the elements.
+        sampler: the closed form used, ``"ddpm"`` or ``"ddim"``.
+        basis: the directions, ``"fourier"`` or ``"pixel"`` (``"given"`` for :func:`choose_t0`).
+        source: ``{"init_mse": "calibration" | "given", "post_var": ...}``.
+        calib_images: calibration images used (0 when both values were given).
+        estimate_steps: N of the posterior-sample grid (None when ``post_var`` was given).
+        seconds: time spent.
+    """
+
+    t0: float
+    num_reverse_steps: int
+    num_steps: int
+    sigma2: float
+    helps: bool
+    init_mse: float
+    post_var: float
+    predicted_mse: float
+    predicted_mse_no_diffusion: float
+    unknown_fraction: float
+    sampler: str
+    basis: str
+    source: dict[str, str] = field(default_factory=dict)
+    calib_images: int = 0
+    estimate_steps: int | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def closed_form_sampler(step: str, eta: float = 0.0) -> str:
+    """The closed form for a sampler setting: ``"ddim"`` for deterministic DDIM (eta = 0), else ``"ddpm"``.
+
+    DDPM steps (beta or beta-tilde), VE predictor-corrector and stochastic DDIM use the DDPM form.
+    """
+    return "ddim" if step == "ddim" and float(eta) == 0.0 else "ddpm"
+
+
+def null_component(op: Operator, x: Tensor) -> Tensor:
+    r"""``(I - A^+A) x``: the part of ``x`` that the measurement does not see."""
+    return x - op.pinv(op(x))
+
+
+def _coefficients(x: Tensor, basis: str) -> Tensor:
+    """``x`` ``[B, C, H, W]`` in the direction basis: pixels, or the orthonormal 2-D DFT per channel."""
+    if basis == "pixel":
+        return x
+    if basis == "fourier":
+        return torch.fft.fft2(x, norm="ortho")
+    raise ValueError(f"unknown basis {basis!r}; choose one of {BASES}")
+
+
+def _split(v: Tensor, is_complex: bool) -> Tensor:
+    """Real directions: a complex image's element (pixel or frequency) carries two, with half the energy each.
+
+    A real image's DFT bin is one real direction's worth of white noise (E|F z|_k^2 = 1 for white real z).
+    """
+    return torch.stack([v / 2, v / 2], dim=-1) if is_complex else v
+
+
+def direction_energy(x: Tensor, basis: str = "fourier") -> Tensor:
+    r"""``sum_b |(T x_b)_k|^2`` per direction k (T: the basis), float64 ``[C, H, W]`` (``[..., 2]`` if complex)."""
+    c = _coefficients(x.to(_wide(x.dtype)), basis)
+    return _split((c.abs() ** 2).sum(0), x.is_complex()).cpu()
+
+
+def _diagonal_share(op: Operator, like: Tensor, basis: str, *, probes: int, seed: int) -> Tensor:
+    """Ratio Hutchinson estimate of ``diag(T M T^H)`` (``M = I - A^+A``), ``[C, H, W]``."""
+    shape = tuple(like.shape[1:])
+    g = torch.Generator().manual_seed(seed)
+    num, den = None, None
+    for start in range(0, int(probes), 8):
+        k = min(8, int(probes) - start)
+        r = torch.randint(0, 2, (k, *shape), generator=g).to(torch.float64) * 2 - 1
+        if like.is_complex():
+            r = r.to(torch.complex128)
+        r = r.to(like.device)
+        z, mz = _coefficients(r, basis), _coefficients(null_component(op, r), basis)
+        a, b = (z.conj() * mz).real.sum(0), (z.abs() ** 2).sum(0)
+        num, den = (a, b) if num is None else (num + a, den + b)
+    return (num / den.clamp(min=1e-300)).clamp(0, 1).cpu()
+
+
+def _is_diagonal(op: Operator, like: Tensor, basis: str, d: Tensor, *, seed: int) -> bool:
+    """Whether ``M = I - A^+A`` acts on a fresh probe as ``diag(d)`` in the basis (to 1e-6)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    r = torch.randn(tuple(like.shape[1:]), generator=g, dtype=torch.float64)[None]
+    r = (r.to(torch.complex128) if like.is_complex() else r).to(like.device)
+    z, mz = _coefficients(r, basis), _coefficients(null_component(op, r), basis)
+    return bool((mz - d.to(mz.device) * z).abs().norm() <= 1e-6 * max(float(mz.abs().norm()), 1e-300))
+
+
+def unknown_diagonal(op: Operator, like: Tensor, *, basis: str = "fourier", probes: int = 32, seed: int = 0) -> Tensor:
+    r"""``d_k = (T (I - A^+A) T^H)_{kk}``, the unknown share of each direction.
+
+    Exact in two cases: when ``M = I - A^+A`` is diagonal in the basis (masks in pixels, Cartesian MRI
+    in frequencies; the ratio ``sum_r Re(conj(T r)_k (T M r)_k) / sum_r |T r|_k^2`` over Rademacher
+    probes r is then exact), and when it is diagonal in the *other* basis: every pixel and every DFT
+    vector has the same energy ``1/n`` in each element of the other basis, so then ``d_k`` is the
+    channel's mean unknown share (a mask's missing fraction for every frequency). Otherwise (e.g. the
+    super-resolution low-pass band, nearly diagonal in frequencies) the ratio estimate.
+
+    Args:
+        op: the operator.
+        like: ``[B, C, H, W]`` (real or complex) images of the right shape.
+        basis: ``"pixel"`` or ``"fourier"``.
+        probes: number of probes of the ratio estimate.
+        seed: seeds the probes.
+
+    Returns:
+        ``[C, H, W]`` in [0, 1] (``[C, H, W, 2]`` for complex images).
+    """
+    if basis not in BASES:
+        raise ValueError(f"unknown basis {basis!r}; choose one of {BASES}")
+    d = _diagonal_share(op, like, basis, probes=2, seed=seed)
+    if not _is_diagonal(op, like, basis, d, seed=seed):
+        other = BASES[1 - BASES.index(basis)]
+        d_other = _diagonal_share(op, like, other, probes=2, seed=seed)
+        if _is_diagonal(op, like, other, d_other, seed=seed):
+            d = d_other.mean(dim=(-2, -1), keepdim=True).expand_as(d_other).clone()
+        else:
+            d = _diagonal_share(op, like, basis, probes=probes, seed=seed)
+    return torch.stack([d, d], dim=-1) if like.is_complex() else d
+
+
+def initial_error_sum(op: Operator, x0: Tensor, x_init: Tensor, basis: str = "fourier") -> Tensor:
+    r"""``sum_b |T (I - A^+A)(x_init - x0)|_k^2`` per direction k, float64."""
+    return direction_energy(null_component(op, (x_init - x0).to(_wide(x0.dtype))), basis)
+
+
+def posterior_variance_sum(
+    denoiser: Callable,
+    schedule,
+    op: Operator,
+    y: Tensor,
+    x_init: Tensor,
+    *,
+    num_steps: int,
+    generators_a: Sequence[torch.Generator],
+    generators_b: Sequence[torch.Generator],
+    sampler_kwargs: dict[str, Any] | None = None,
+    basis: str = "fourier",
+) -> Tensor:
+    r"""``sum_b |T (I - A^+A)(x_a - x_b)|_k^2 / 2`` per direction k for two posterior samples per item.
+
+    Both samples run :func:`ccdf.sampling.sample_ccdf` from t0 = 1 (x_init diffused to pure noise), in
+    one batched pass, item b of sample a with ``generators_a[b]`` and of sample b with ``generators_b[b]``.
+
+    Returns:
+        float64 ``[C, H, W]`` (``[..., 2]`` for complex images).
+    """
+    from ccdf.sampling import sample_ccdf
+
+    kw = dict(sampler_kwargs or {})
+    x = sample_ccdf(
+        denoiser, schedule, op, torch.cat([y, y]), torch.cat([x_init, x_init]), t0=1.0, num_steps=int(num_steps),
+        generator=[*generators_a, *generators_b], **kw,
+    )  # fmt: skip
+    half = x.shape[0] // 2
+    return direction_energy(null_component(op, (x[:half] - x[half:]).to(_wide(x.dtype))), basis) / 2
+
+
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype.is_complex else torch.float64
+
+
+def _items(data: Any, count: int) -> list[tuple[int, Tensor]]:
+    """The first ``count`` (index, x0) pairs of a data set (items ``{"x0", "index"}``) or a tensor."""
+    if isinstance(data, Tensor):
+        return [(i, data[i]) for i in range(min(count, data.shape[0]))]
+    out = []
+    for k in range(min(count, len(data))):
+        item = data[k]
+        out.append((int(item.get("index", k)), item["x0"]))
+    return out
+
+
+def calibration_generators(seed: int, indices: Sequence[int], stream: int) -> list[torch.Generator]:
+    """Per-item generators for one calibration stream (measurement, sample a, sample b)."""
+    return per_sample_generators(seed, [(stream << 40) + int(i) for i in indices])
+
+
+@torch.no_grad()
+def calibrate(
+    denoiser: Callable,
+    schedule,
+    op: Operator,
+    initializer: Callable,
+    data: Any,
+    *,
+    num_images: int,
+    estimate_steps: int,
+    seed: int = 0,
+    sigma_y: float = 0.0,
+    batch_size: int = 4,
+    sampler_kwargs: dict[str, Any] | None = None,
+    need_init: bool = True,
+    need_post: bool = True,
+    basis: str = "fourier",
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    r"""Per-direction estimates of ``e_k^2`` and ``s_k`` on calibration images (never the evaluation set).
+
+    Each calibration item i draws its measurement noise and its two posterior samples from its own
+    generators (seeded by ``(seed, stream, i)``): the estimates do not depend on the batch size.
+
+    Args:
+        denoiser, schedule, op, initializer: the run's components.
+        data: a data set with ``{"x0", "index"}`` items, or a ``[M, C, H, W]`` tensor.
+        num_images: how many calibration images to use (the first ones).
+        estimate_steps: N of the grid for the posterior samples (t0 = 1, so N network evaluations each).
+        seed: the run's seed; sigma_y: measurement noise; batch_size: items per pass.
+        sampler_kwargs: the run's sampler settings (step, variance, eta, corrector, ...).
+        need_init, need_post: which of the two maps to estimate.
+        basis: the directions, ``"fourier"`` or ``"pixel"``.
+        device: where to run the sampler.
+
+    Returns:
+        dict with ``err2`` and ``post_var`` (mean maps ``[C, H, W]``, ``[..., 2]`` for complex images, or
+        None), ``images`` (count), ``shape`` and ``complex``.
+    """
+    items = _items(data, int(num_images))
+    if not items:
+        raise ValueError("the calibration data set is empty")
+    err_sum, var_sum = None, None
+    for start in range(0, len(items), int(batch_size)):
+        chunk = items[start : start + int(batch_size)]
+        idx = [i for i, _ in chunk]
+        x0 = torch.stack([x for _, x in chunk]).to(device)
+        y = measure(op, x0, float(sigma_y), calibration_generators(seed, idx, STREAM_MEASURE))
+        x_init = initializer(y, op)
+        if x_init.shape != x0.shape:
+            raise ValueError(f"initializer returned shape {tuple(x_init.shape)}, images are {tuple(x0.shape)}")
+        if need_init:
+            e = initial_error_sum(op, x0, x_init, basis)
+            err_sum = e if err_sum is None else err_sum + e
+        if need_post:
+            v = posterior_variance_sum(
+                denoiser, schedule, op, y, x_init, num_steps=int(estimate_steps),
+                generators_a=calibration_generators(seed, idx, STREAM_SAMPLE_A),
+                generators_b=calibration_generators(seed, idx, STREAM_SAMPLE_B),
+                sampler_kwargs=sampler_kwargs, basis=basis,
+            )  # fmt: skip
+            var_sum = v if var_sum is None else var_sum + v
+    count = len(items)
+    return {
+        "err2": None if err_sum is None else err_sum / count,
+        "post_var": None if var_sum is None else var_sum / count,
+        "images": count,
+        "shape": tuple(items[0][1].shape),
+        "complex": bool(items[0][1].is_complex()),
+    }
+
+
+def _as_map(value: Any, d: np.ndarray) -> np.ndarray:
+    """A per-element map: arrays as they are; a scalar (mean over all elements) spread in proportion to d."""
+    if np.ndim(value) == 0:
+        mean_d = float(d.mean())
+        return float(value) * d / mean_d if mean_d > 0 else np.zeros_like(d)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != d.shape:
+        raise ValueError(f"estimate of shape {arr.shape} does not match the unknown-fraction map {d.shape}")
+    return arr
+
+
+def choose_t0(
+    schedule,
+    num_steps: int,
+    *,
+    err2: Any,
+    post_var: Any,
+    unknown_diag: Any = None,
+    sampler: str = "ddpm",
+) -> AutoT0:
+    r"""The MSE-optimal t0 from per-direction (or scalar) estimates (THEORY.md §3, directions independent).
+
+    Direction k enters :func:`ccdf.theory.optimal_t0` as ``(s_k/d_k, e_k^2/d_k)``: it sees the forward
+    noise only through its unknown share d_k. Directions with ``d_k <= 0.01`` are measured and left out.
+
+    Args:
+        schedule: the sampler's schedule; num_steps: N.
+        err2: ``e_k^2`` per direction (any shape), or a scalar: the mean over all directions (= the
+            mean over pixels of the squared error on the unknown part, in any orthonormal basis).
+        post_var: ``s_k``, the same way.
+        unknown_diag: ``d_k`` of the same shape (None: every direction fully unknown; this is how an
+            exact posterior spectrum is passed, with its eigen-directions as the directions).
+        sampler: ``"ddpm"`` or ``"ddim"`` closed form.
+
+    Returns:
+        :class:`AutoT0` (``source`` and the calibration fields left empty).
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    shape = next((np.shape(v) for v in (err2, post_var, unknown_diag) if v is not None and np.ndim(v) > 0), (1,))
+    d = np.ones(shape) if unknown_diag is None else np.asarray(unknown_diag, dtype=np.float64)
+    e2, s = _as_map(err2, d), _as_map(post_var, d)
+    for arr in (e2, s):
+        if np.any(arr < -1e-9 * max(float(np.abs(arr).max()), 1e-300)):
+            raise ValueError("error and variance estimates must be >= 0")
+    e2, s = np.clip(e2, 0.0, None), np.clip(s, 0.0, None)
+    keep = d > MIN_UNKNOWN
+    if not keep.any():
+        raise ValueError("nothing is unknown: the operator measures every element")
+    dk = d[keep]
+    e2n, sn = e2[keep] / dk, s[keep] / dk
+    floor = max(float(sn.mean()) * 1e-6, 1e-20)
+    sn = np.maximum(sn, floor)
+    choice = optimal_t0(schedule, num_steps, sn, e2n, sampler)
+    numel = d.size
+
+    def mse(sigma2: float) -> float:  # sum_k d_k E(s_k/d_k, e_k^2/d_k) / numel
+        if sigma2 <= 0:
+            return float(e2.sum() / numel)
+        u = sn / (sn + sigma2)
+        per = u**2 * e2n + 2 * sn * (1 - u) if sampler == "ddpm" else u * e2n + 2 * sn * (1 - np.sqrt(u))
+        return float(np.sum(dk * per) / numel)
+
+    s2 = choice.sigma2 if choice.helps else 0.0
+    return AutoT0(
+        t0=choice.t0,
+        num_reverse_steps=choice.num_reverse_steps,
+        num_steps=int(num_steps),
+        sigma2=choice.sigma2,
+        helps=choice.helps,
+        init_mse=float(e2.mean()),
+        post_var=float(s.mean()),
+        predicted_mse=mse(s2),
+        predicted_mse_no_diffusion=mse(0.0),
+        unknown_fraction=float(d.mean()),
+        sampler=sampler,
+        basis="given",
+    )
+
+
+def auto_t0(
+    denoiser: Callable,
+    schedule,
+    op: Operator,
+    initializer: Callable,
+    data: Any,
+    *,
+    num_steps: int,
+    calib_images: int = 4,
+    estimate_steps: int = 100,
+    init_mse: float | None = None,
+    post_var: float | None = None,
+    seed: int = 0,
+    sigma_y: float = 0.0,
+    batch_size: int = 4,
+    sampler_kwargs: dict[str, Any] | None = None,
+    basis: str = "fourier",
+    probes: int = 32,
+    device: torch.device | str = "cpu",
+) -> AutoT0:
+    r"""``sampler.t0=auto``: estimate what is not given on calibration images and choose t0.
+
+    Args:
+        denoiser, schedule, op, initializer: the run's components.
+        data: calibration images (data set or tensor); unused when both values are given (may be None
+            then, but one image is still needed for the shape unless ``data`` is given).
+        num_steps: N of the run.
+        calib_images: calibration images to use.
+        estimate_steps: N of the posterior-sample grid (coarser than ``num_steps`` is fine).
+        init_mse: given mean per-element squared error of x_init on the unknown part (model range).
+        post_var: given mean per-element posterior variance.
+        seed, sigma_y, batch_size: as the run.
+        sampler_kwargs: the run's sampler settings without ``t0``/``num_steps`` (also pick the closed form).
+        basis: the directions, ``"fourier"`` (default: stationary image priors are nearly diagonal there)
+            or ``"pixel"``.
+        probes: Hutchinson probes for the unknown shares ``d_k``.
+        device: where to run the calibration.
+
+    Returns:
+        :class:`AutoT0`.
+    """
+    import time
+
+    tic = time.perf_counter()
+    for name, value in (("init_mse", init_mse), ("post_var", post_var)):
+        if value is not None and not float(value) >= 0:
+            raise ValueError(f"auto_t0.{name} must be >= 0, got {value}")
+    if post_var is not None and float(post_var) == 0:
+        raise ValueError("auto_t0.post_var must be > 0 (a zero posterior variance leaves nothing to sample)")
+    if data is None:
+        raise ValueError("auto t0 needs calibration data (at least one image, for the shapes)")
+    if basis not in BASES:
+        raise ValueError(f"unknown basis {basis!r}; choose one of {BASES}")
+    kw = dict(sampler_kwargs or {})
+    sampler = closed_form_sampler(str(kw.get("step", "ddpm")), float(kw.get("eta", 0.0) or 0.0))
+    need_init, need_post = init_mse is None, post_var is None
+    if need_init or need_post:
+        cal = calibrate(
+            denoiser, schedule, op, initializer, data, num_images=calib_images, estimate_steps=estimate_steps,
+            seed=seed, sigma_y=sigma_y, batch_size=batch_size, sampler_kwargs=kw, need_init=need_init,
+            need_post=need_post, basis=basis, device=device,
+        )  # fmt: skip
+        like = torch.zeros((1, *cal["shape"]), dtype=torch.complex64 if cal["complex"] else torch.float32)
+        images = int(cal["images"])
+    else:
+        cal = {"err2": None, "post_var": None}
+        x0 = _items(data, 1)
+        if not x0:
+            raise ValueError("the calibration data set is empty")
+        like = x0[0][1][None]
+        images = 0
+    d = unknown_diagonal(op, like.to(device), basis=basis, probes=probes, seed=seed).numpy()
+    choice = choose_t0(
+        schedule,
+        num_steps,
+        err2=cal["err2"].numpy() if need_init else float(init_mse),
+        post_var=cal["post_var"].numpy() if need_post else float(post_var),
+        unknown_diag=d,
+        sampler=sampler,
+    )
+    choice.source = {
+        "init_mse": "calibration" if need_init else "given",
+        "post_var": "calibration" if need_post else "given",
+    }
+    choice.basis = basis
+    choice.calib_images = images
+    choice.estimate_steps = int(estimate_steps) if need_post else None
+    choice.seconds = round(time.perf_counter() - tic, 2)
+    return choice
