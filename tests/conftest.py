@@ -30,3 +30,26 @@ def periodic_cov(n: int, var: float = 0.25, rho: float = 0.77) -> torch.Tensor:
     d = (i[:, None] - i[None]).abs()
     d = torch.minimum(d, n - d)
     return var * rho ** d.double()
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection or to run clean-fid's / torch.hub's downloaders fails the test."""
+    import socket
+    import urllib.request
+
+    import cleanfid.downloads_helper
+    import cleanfid.inception_torchscript
+    import torch.hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network access / download was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(cleanfid.downloads_helper, "check_download_inception", refuse)
+    monkeypatch.setattr(cleanfid.inception_torchscript, "check_download_inception", refuse)
+    monkeypatch.setattr(cleanfid.downloads_helper, "check_download_url", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)

@@ -4,8 +4,6 @@ computations and with clean-fid itself, caching, and clear errors for missing or
 
 from __future__ import annotations
 
-import socket
-import urllib.request
 import warnings
 
 import numpy as np
@@ -30,24 +28,6 @@ from ccdf.metrics import (
 from ccdf.metrics import fid as fid_module
 from ccdf.utils.io import save_png
 from tests.conftest import gen
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection, or to run clean-fid's downloader, fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network access / download was attempted")
-
-    import cleanfid.downloads_helper
-    import cleanfid.inception_torchscript
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    monkeypatch.setattr(cleanfid.downloads_helper, "check_download_inception", refuse)
-    monkeypatch.setattr(cleanfid.inception_torchscript, "check_download_inception", refuse)
-    monkeypatch.setattr(cleanfid.downloads_helper, "check_download_url", refuse)
 
 
 class TinyExtractor(nn.Module):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import socket
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,18 +20,6 @@ TM_HEADS = TM_HEADS / "functional" / "image" / "lpips_models"
 
 class NotAllowed:
     """An arbitrary pickled object: ``torch.load(weights_only=True)`` refuses to rebuild it."""
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network access / download was attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
 
 
 def torchmetrics_lpips_and_files(net: str, folder: Path):
