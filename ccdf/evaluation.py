@@ -73,8 +73,13 @@ class ResultStore:
         return self.item_path(t0, index).is_file()
 
     def pending(self, t0s: Sequence[float], indices: Iterable[int]) -> list[tuple[float, int]]:
-        """The (t0, index) pairs without a result yet, index-major."""
-        return [(float(t), int(i)) for i in indices for t in t0s if not self.done(t, i)]
+        """The (t0, index) pairs without a result yet, ordered by t0 then index.
+
+        Batches then mostly share one t0: a batch's pass lasts as long as its largest N', so
+        mixing an image's t0 = 1 copy into every batch would make each batch a full run.
+        """
+        indices = list(indices)
+        return [(float(t), int(i)) for t in sorted(t0s) for i in indices if not self.done(t, i)]
 
     def write_inputs(self, index: int, x0: Tensor, x_init: Tensor, y: Tensor) -> None:
         """Ground truth, initializer output and measurement preview of one item (``[C, H, W]``, ``y`` batched)."""
