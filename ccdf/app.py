@@ -341,7 +341,6 @@ def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
     num = len(dataset)
     is_mri = getattr(dataset, "kind", "image") == "mri"
     num_steps = int(cfg.sampler.num_steps)
-    n_corr = int(cfg.sampler.n_corrector) if cfg.sampler.get("corrector") else 0
     lpips = _load_lpips(cfg) if not is_mri else None
     store = ResultStore(cfg.eval.cache_dir, _task_name(), eval_setting(cfg, lpips is not None))
     indices = list(range(num))  # ccdf data sets key their items by position (checked per item)
@@ -355,7 +354,7 @@ def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
         log.info("resuming: %d of %d (image, t0) results already in %s", done, len(t0s) * num, store.folder)
     module = ReconstructionModule(
         comps.denoiser, comps.schedule, comps.operator, comps.initializer, comps.sampler, store,
-        seed=int(cfg.seed), sigma_y=float(cfg.sigma_y), num_steps=num_steps, n_corrector=n_corr,
+        seed=int(cfg.seed), sigma_y=float(cfg.sigma_y), num_steps=num_steps,
         is_mri=is_mri, lpips=lpips,
     )  # fmt: skip
     tic = time.perf_counter()

@@ -35,21 +35,42 @@ def as_output(out: Tensor | DenoiserOutput) -> DenoiserOutput:
 
 
 class CountingDenoiser(nn.Module):
-    """Counts network evaluations (NFE): one per call, and per item of each batch."""
+    """Counts network evaluations (NFE): calls, items over all calls, and per batch item.
+
+    The per-item count (``per_item``) is kept when the solver says which items of the batch each
+    call evaluates (:meth:`set_items`, called by the solver loop before every step); it is the
+    NFE each item's result cost, whatever the batch and the other items' start times.
+    """
 
     def __init__(self, denoiser: Denoiser) -> None:
         super().__init__()
         self.inner = denoiser
         self.calls = 0
         self.items = 0
+        self.per_item: list[int] = []
+        self._members: list[int] | None = None
+
+    def set_items(self, members: list[int], batch: int) -> None:
+        """The batch items (of ``batch``) that the next calls evaluate, in order."""
+        if len(self.per_item) != batch:
+            self.per_item = [0] * batch
+        self._members = list(members)
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor | DenoiserOutput:
         self.calls += 1
         self.items += int(x_t.shape[0])
+        if self._members is not None:
+            if len(self._members) != x_t.shape[0]:
+                raise RuntimeError(
+                    f"denoiser called on {x_t.shape[0]} items, the solver announced {len(self._members)}"
+                )
+            for b in self._members:
+                self.per_item[b] += 1
         return self.inner(x_t, t)
 
     def reset(self) -> None:
         self.calls = self.items = 0
+        self.per_item, self._members = [], None
 
 
 def apply_real_imag(fn, x: Tensor) -> Tensor:

@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, Dataset
 from ccdf.denoisers.base import CountingDenoiser
 from ccdf.evaluation import ResultStore, score_item
 from ccdf.operators.base import Operator, measure
-from ccdf.sampling.ccdf import expected_nfe
 from ccdf.utils.rng import per_sample_generators
 
 
@@ -55,7 +54,7 @@ class ReconstructionModule(L.LightningModule):
         store: where results go.
         seed: the run's seed (each image's generator is seeded from (seed, index)).
         sigma_y: measurement noise.
-        num_steps, n_corrector: for the per-item NFE (checked against the counted evaluations).
+        num_steps: N of the grid.
         is_mri: score magnitudes with fastMRI's conventions.
         lpips: optional LPIPS distance ``[B, 3, H, W] x2 -> [B]`` on [-1, 1] images.
         progress: show the sampler's step bar on rank 0.
@@ -73,7 +72,6 @@ class ReconstructionModule(L.LightningModule):
         seed: int,
         sigma_y: float,
         num_steps: int,
-        n_corrector: int = 0,
         is_mri: bool = False,
         lpips: nn.Module | None = None,
         progress: bool = True,
@@ -90,7 +88,6 @@ class ReconstructionModule(L.LightningModule):
         self.seed = int(seed)
         self.sigma_y = float(sigma_y)
         self.num_steps = int(num_steps)
-        self.n_corrector = int(n_corrector)
         self.is_mri = is_mri
         self.lpips = lpips
         self.progress = progress
@@ -108,13 +105,13 @@ class ReconstructionModule(L.LightningModule):
         self.counter.reset()
         tic = time.perf_counter()
         x = self.sampler(
-            self.counter, self.schedule, self.operator, y, x_init, t0=t0, generator=gens,
+            self.counter, self.schedule, self.operator, y, x_init, t0=t0, sigma_y=self.sigma_y, generator=gens,
             progress=self.progress and self.global_rank == 0,
         )  # fmt: skip
         seconds = time.perf_counter() - tic
-        nfe = [expected_nfe(t, self.num_steps, self.n_corrector) for t in t0]
-        if self.counter.items != sum(nfe):
-            raise RuntimeError(f"counted {self.counter.items} network evaluations, expected {sum(nfe)}")
+        nfe = self.counter.per_item  # counted per item by the solver loop (ccdf.sampling.solvers.base)
+        if len(nfe) != len(index) or self.counter.items != sum(nfe):
+            raise RuntimeError(f"network evaluations not counted per item: {nfe} ({self.counter.items} in all)")
         for b, i in enumerate(index):
             sl = slice(b, b + 1)
             row = score_item(x[sl], x_init[sl], x0[sl], y[sl], self.operator, self.is_mri, self.lpips)
@@ -154,7 +151,7 @@ def run_predict(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
-        inference_mode=True,
+        inference_mode=False,  # gradient-guided solvers (DPS, PiGDM) differentiate through the net
     )
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier("ccdf-evaluation-done")

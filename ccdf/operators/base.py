@@ -68,6 +68,21 @@ class Operator(nn.Module, ABC):
         """Closest point to ``x`` with A x = y: x + A^+ (y - A x)."""
         return x + self.pinv(y - self(x))
 
+    def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
+        r"""Proximal data step :math:`\arg\min_v \|A v - y\|^2 + \lambda \|v - x\|^2
+        = x + A^H (A A^H + \lambda I)^{-1} (y - A x)`.
+
+        With noise variance :math:`\sigma_y^2` and step :math:`\gamma` (the objective
+        :math:`\|Av - y\|^2/(2\sigma_y^2) + \|v - x\|^2/(2\gamma)`), ``lam`` = sigma_y^2 / gamma.
+        ``lam = 0`` is :meth:`project`. Conjugate gradients here; subclasses override with closed forms.
+        """
+        if not float(lam) >= 0:
+            raise ValueError(f"prox needs lam >= 0, got {lam}")
+        if lam == 0:
+            return self.project(x, y)
+        r = y - self(x)
+        return x + self.adjoint(conjugate_gradient(lambda v: self(self.adjoint(v)) + lam * v, r))
+
 
 def measure(op: Operator, x0: Tensor, sigma_y: float = 0.0, generator: Generator = None) -> Tensor:
     """y = A x0 + sigma_y n, with n white Gaussian noise on range(A) (``A A^+`` applied to white noise).

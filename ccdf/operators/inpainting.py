@@ -68,6 +68,13 @@ class Inpainting(Operator):
         m = self._m(x)
         return (1 - m) * x + m * y
 
+    def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
+        """Closed form: observed entries become (y + lam x) / (1 + lam), the others stay."""
+        if not float(lam) >= 0:
+            raise ValueError(f"prox needs lam >= 0, got {lam}")
+        m = self._m(x)
+        return (1 - m) * x + m * (y + lam * x) / (1 + lam)
+
     @classmethod
     def box(cls, image_size: int | Sequence[int], box_size: int | Sequence[int]) -> Inpainting:
         """A centred missing box of ``box_size`` pixels (CCDF's box inpainting)."""

@@ -92,3 +92,11 @@ class SingleCoilMRI(Operator):
     def project(self, x: Tensor, y: Tensor) -> Tensor:
         m = self._m(x)
         return ifft2c((1 - m) * fft2c(_complex(x)) + m * _complex(y))
+
+    def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
+        """Closed form in k-space: sampled entries become (y + lam F x) / (1 + lam), the others stay."""
+        if not float(lam) >= 0:
+            raise ValueError(f"prox needs lam >= 0, got {lam}")
+        m = self._m(x)
+        k = fft2c(_complex(x))
+        return ifft2c((1 - m) * k + m * (_complex(y) + lam * k) / (1 + lam))

@@ -116,6 +116,28 @@ class SuperResolution(Operator):
         _, pw = self._mats(y.shape[-1] * self.factor, y)
         return ph @ y @ pw.T
 
+    def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
+        r"""Closed form :math:`x + A^T (A A^T + \lambda I)^{-1} (y - A x)`, with
+        :math:`A A^T = (D_h D_h^T) \otimes (D_w D_w^T)` inverted in the eigenbases of the two small factors."""
+        if not float(lam) >= 0:
+            raise ValueError(f"prox needs lam >= 0, got {lam}")
+        if lam == 0:
+            return self.project(x, y)
+        self._check_hr(x)
+        (eh, uh), (ew, uw) = self._gram_eig(x.shape[-2], x), self._gram_eig(x.shape[-1], x)
+        r = uh.T @ (y - self(x)) @ uw
+        r = r / (eh[:, None] * ew[None, :] + lam)
+        return x + self.adjoint(uh @ r @ uw.T)
+
+    def _gram_eig(self, size: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Eigen-decomposition of D D^T for one axis (float64, then cast), cached."""
+        key = ("eig", size, like.dtype, like.device)
+        if key not in self._cache:
+            d = downsample_matrix(size, self.factor, self.kernel)
+            evals, evecs = torch.linalg.eigh(d @ d.T)
+            self._cache[key] = (evals.to(like.device, like.dtype), evecs.to(like.device, like.dtype))
+        return self._cache[key]
+
     def upsample_bicubic(self, y: Tensor) -> Tensor:
         """Plain bicubic up-sampling of a low-resolution image (the classical SR baseline)."""
         return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=False)
