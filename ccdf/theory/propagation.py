@@ -21,7 +21,7 @@ What the code does, sub-step by sub-step, at the sampler's grid ``schedule.times
 * per level t -> s: ``n_corrector`` Langevin steps at t, each followed by DC at t; one ``step``
   (DDPM ancestral with variance beta | beta_tilde, DDIM with eta) from t to s; DC at s;
 * the denoiser is the exact posterior mean, ``D_t = a_t Sigma (a_t^2 Sigma + s_t^2 I)^{-1}``;
-* DC (:func:`ccdf.sampling.dc.make_projection_dc`) is ``x <- A x + P(a_t A^+ y + s_t w)`` with fresh
+* DC (:class:`ccdf.sampling.conditioning.Projection`) is ``x <- A x + P(a_t A^+ y + s_t w)`` with fresh
   white w at every call. With measurement noise the code diffuses the *noisy* y, so ``sigma_y P n``
   enters the known part at every level (scaled by a_t) and is copied into the output's known part at
   t = 0; it also leaks into the unknown part through later steps when A does not commute with Sigma.
