@@ -160,3 +160,56 @@ def test_unknown_solver_and_mixed_settings_are_clear_errors():
         sample_ccdf(den, schedule, op, x, x, t0=0.5, num_steps=10, dc="soft")
     with pytest.raises(ValueError, match="gamma_scale"):
         Prox(gamma_scale=0)
+
+
+def _affine_posterior_law(solver, cond, num_steps, schedule, prior, op, y, sigma_y):
+    """Exact law of a deterministic solver's output for one measurement y, started from the diffused exact
+    posterior at t = 1 (everything is affine in x_T for a Gaussian denoiser and a linear conditioning)."""
+    n = prior.mean.numel()
+    a_mat = op(torch.eye(n, dtype=torch.float64).reshape(n, *prior.shape)).reshape(n, -1).T  # [m, n]
+    v = prior.cov
+    gain = v @ a_mat.T @ torch.linalg.inv(a_mat @ v @ a_mat.T + sigma_y**2 * torch.eye(a_mat.shape[0]).double())
+    post_mean = prior.mean + gain @ (y.reshape(-1) - a_mat @ prior.mean)
+    post_cov = v - gain @ a_mat @ v
+    a, s = float(schedule.alpha(1.0)), float(schedule.sigma(1.0))
+    chol = torch.linalg.cholesky(a**2 * post_cov + s**2 * torch.eye(n, dtype=torch.float64))
+    z = torch.cat([torch.zeros(1, n), torch.eye(n)]).double()
+    x_t = (a * post_mean + z @ chol.T).reshape(n + 1, *prior.shape)
+    ys = y.expand(n + 1, *y.shape[1:])
+    cond.bind(schedule)
+    out = solver(GaussianDenoiser(prior, schedule), schedule, x_t, schedule.timesteps(num_steps, 1.0),
+                 start=[0] * (n + 1), problem=Problem(op, ys, sigma_y), cond=cond).reshape(n + 1, n)  # fmt: skip
+    c = out[0]
+    t = (out[1:] - c).T
+    return (c, t @ t.T), (post_mean, post_cov)
+
+
+@pytest.mark.parametrize("sigma_y", [0.0, 0.05])
+def test_pigdm_with_exact_r_t_gives_the_exact_posterior_on_an_isotropic_prior(sigma_y):
+    """Isotropic prior N(mu, v I), x2 box super-resolution of a 4x4 image (16 unknowns, 4 measurements).
+    ΠGDM's score weighting with r_t^2 = v s_t^2 / (a_t^2 v + s_t^2) makes x0_hat = E[x0 | x_t, y] exactly, so
+    a deterministic solver transports the diffused posterior to the posterior; its output law is computed
+    exactly (affine) and converges as the steps grow. Measured with DPM-Solver++(2M), relative covariance
+    error at 50 / 200 / 1000 steps: 1.5e-3 / 8.1e-4 / 2.0e-4 (sigma_y = 0) and 1.1e-2 / 1.6e-3 / 2.7e-4
+    (sigma_y = 0.05); the mean is exact to rounding (1e-15). Bounds: 2x the measured values."""
+    from ccdf.sampling.guidance import PiGDM
+
+    v = 0.2
+    prior = DenseGaussianPrior(torch.linspace(-0.3, 0.3, 16).double(), v * torch.eye(16).double(), (1, 4, 4))
+    op = SuperResolution(2, kernel="box")
+    schedule = DiscreteVP.linear()
+    x0 = torch.randn(1, 1, 4, 4, dtype=torch.float64, generator=gen(7)) * v**0.5
+    y = op(x0) + sigma_y * torch.randn(1, 1, 2, 2, dtype=torch.float64, generator=gen(8))
+    errs = []
+    for k in (50, 1000):
+        cond = PiGDM(weighting="score", data_var=v)
+        (m, c), (pm, pc) = _affine_posterior_law(make_solver("dpmpp_2m"), cond, k, schedule, prior, op, y, sigma_y)
+        errs.append((float((m - pm).norm() / pm.norm()), float((c - pc).norm() / pc.norm())))
+    assert max(e[0] for e in errs) < 1e-12, errs
+    assert errs[1][1] < 6e-4 and errs[0][1] < (0.022 if sigma_y else 0.003), errs
+    assert errs[1][1] < errs[0][1] / 5, errs
+    # RED-diff's weighting pins the measured directions too when sigma_y = 0, but with noise its heuristic
+    # scale (w a_s a_t, no sigma_y) does not give the posterior
+    if sigma_y:
+        (m, c), (pm, pc) = _affine_posterior_law(make_solver("dpmpp_2m"), PiGDM(), 1000, schedule, prior, op, y, sigma_y)
+        assert float((c - pc).norm() / pc.norm()) > 10 * errs[1][1]
