@@ -10,7 +10,13 @@ running the official code on a toy problem, float32, CPU, torch 2.14.1:
 
 Provenance: DPS = DPS2022/diffusion-posterior-sampling @ effbde7 (``PosteriorSampling``, DDPM ``p_sample``,
 learned-range variance, clip_denoised, scale 0.5 inpainting / 0.3 SR); PiGDM = NVlabs/RED-diff @ 66482f2
-(``algos/pgdm.py``, awd=True, eta = 1, w = 1, DDRM ``H_functions`` Inpainting and SuperResolution, float32 alphas).
+(``algos/pgdm.py``, awd=True, eta = 1, w = 1, DDRM ``H_functions`` Inpainting and SuperResolution, float32 alphas);
+DPM-Solver++(2M) = diffusers 0.42.1 ``DPMSolverMultistepScheduler`` (dpmsolver++, order 2, midpoint,
+lower_order_final, final_sigmas_type "zero", float32 alphas); DDNM = wyhuai/DDNM @ 00b58ea (``functions/svd_ddnm.py``
+``ddnm_diffusion`` / ``ddnm_plus_diffusion``, eta 0.85, no time travel, float32 alphas); DiffPIR =
+yuanzhi-zhu/DiffPIR @ 111d26e (``main_ddpir_*`` loop, lambda 1 in its [0, 1] units = 0.25 here, zeta 0.25 SR / 1.0
+inpainting, eta 0, x0 clipped, its float32 alphas; its FFT SR data step replaced by the equal closed form because in
+float32 it loses all precision at rho ~ 1e-8).
 Tolerance: relative error <= 1e-5 of the reference's largest entry, float32 (one float32 rounding of the
 official coefficient products is ~1e-7; PiGDM's toy states grow to |x| ~ 700 because the toy net is no
 denoiser and PiGDM never clips, so errors are measured relative to max |ref|).
@@ -88,7 +94,8 @@ def grid_from_indices(indices) -> torch.Tensor:
 
 def run(solver, cond, schedule, denoiser, x_t, grid, problem, noises, monkeypatch):
     replay = Replay(noises)
-    monkeypatch.setattr("ccdf.sampling.steps.randn_like", replay)
+    for module in ("ccdf.sampling.steps", "ccdf.sampling.solvers.ddnm", "ccdf.sampling.solvers.diffpir"):
+        monkeypatch.setattr(f"{module}.randn_like", replay)
     cond.bind(schedule)
     states = []
     out = solver(denoiser, schedule, x_t, grid, start=[0] * x_t.shape[0], problem=problem, cond=cond,
@@ -135,11 +142,21 @@ def test_dps_ten_step_run_equals_official(op_name, monkeypatch):
         assert close(state, ref["x_seq"][k + 1]) <= RTOL, k
 
 
+def schedule_from_abar(abar: np.ndarray) -> DiscreteVP:
+    """Our chain with exactly these alphas_cumprod (the official codes compute them in float32)."""
+    abar = torch.from_numpy(np.asarray(abar).astype(np.float64))
+    return DiscreteVP(1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]]))
+
+
 def pigdm_schedule() -> DiscreteVP:
-    """RED-diff's float32 alphas_cumprod (its ``Diffusion.alpha``), as betas of our chain."""
-    abar = torch.from_numpy(load("pgdm_alphas")["alphas_f32"].astype(np.float64))[1:]
-    betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
-    return DiscreteVP(betas)
+    """RED-diff's float32 alphas_cumprod (its ``Diffusion.alpha``)."""
+    return schedule_from_abar(load("pgdm_alphas")["alphas_f32"][1:])
+
+
+def f32_schedule() -> DiscreteVP:
+    """float32 betas, float32 cumulative product (diffusers, DDNM's ``compute_alpha``)."""
+    betas = torch.from_numpy(load("toy_common")["betas_f64"]).float()
+    return schedule_from_abar(torch.cumprod(1 - betas, 0).numpy())
 
 
 @pytest.mark.parametrize("case", ["sr2_sigma0", "inpaintsvd_sigma0.05"])
@@ -168,3 +185,92 @@ def test_pigdm_ten_step_run_equals_official(case, monkeypatch):
                       torch.from_numpy(ref["x_seq"][0]), grid, problem, list(ref["noise_ddim"]), monkeypatch)  # fmt: skip
     for k, state in enumerate(states):
         assert close(state, ref["x_seq"][k + 1]) <= RTOL, k
+
+
+@pytest.mark.parametrize("case", ["linspace10", "linspace25"])
+def test_dpmpp_2m_equals_diffusers(case, monkeypatch):
+    """Unconditional DPM-Solver++(2M) on diffusers' grid (first and last steps first order), every state compared."""
+    ref = load(f"dpmpp2m_uncond_{case}")
+    schedule = f32_schedule()
+    grid = grid_from_indices(ref["timesteps"])
+    x_t = torch.from_numpy(ref["x_T"])
+    op = Inpainting(torch.zeros(8, 8))
+    from ccdf.sampling.conditioning import NoConditioning
+    from ccdf.sampling.solvers import DPMSolverPP2M
+
+    out, states = run(DPMSolverPP2M(), NoConditioning(), schedule, ToyEps(schedule), x_t, grid,
+                      Problem(op, op(x_t)), [], monkeypatch)  # fmt: skip
+    for k, state in enumerate(states):
+        assert close(state, ref["xs"][k + 1]) <= RTOL, k
+    if "eps" in ref:  # one step: the first-order start from the recorded eps
+        a, s = schedule.alpha(grid[0]).float(), schedule.sigma(grid[0]).float()
+        torch.testing.assert_close((x_t - s * torch.from_numpy(ref["eps"][0])) / a, torch.from_numpy(ref["x0_pred"][0]))
+
+
+@pytest.mark.parametrize("case", ["ddnm_inpaint", "ddnm_sr", "ddnmplus_inpaint"])
+def test_ddnm_ten_step_run_equals_official(case, monkeypatch):
+    """DDNM (sigma_y = 0) and DDNM+ (sigma_y = 0.05, inpainting: unit singular values) on the official 10-step grid
+    (timesteps 900, 800, ..., 0), every state compared."""
+    from ccdf.sampling.conditioning import NoConditioning
+    from ccdf.sampling.solvers import DDNM
+
+    ref = load(f"ddnm_svd_{case}_run10")
+    schedule = f32_schedule()
+    grid = grid_from_indices(ref["timesteps_i"])
+    sigma_y = 0.05 if "plus" in case else 0.0
+    problem = Problem(operator("sr2" if case.endswith("sr") else "inpaint"), torch.from_numpy(ref["y"]), sigma_y)
+    out, states = run(DDNM(eta=0.85), NoConditioning(), schedule, ToyEps(schedule), torch.from_numpy(ref["x_T"]),
+                      grid, problem, list(ref["noise"]), monkeypatch)  # fmt: skip
+    for k, state in enumerate(states):
+        assert close(state, ref["xs"][k + 1]) <= RTOL, k
+
+
+def diffpir(op_name: str):
+    from ccdf.sampling.solvers import DiffPIR
+
+    return DiffPIR(lam=0.25, zeta=0.25 if op_name == "sr" else 1.0, sigma_floor=0.002)
+
+
+@pytest.mark.parametrize("case", ["inpaint_s0_step_t500", "sr_s005_step_t500", "sr_s005_step_t20"])
+def test_diffpir_one_step_equals_official(case, monkeypatch):
+    from ccdf.sampling.conditioning import NoConditioning
+
+    ref = load(f"diffpir_{case}")
+    op_name, sigma_y = case.split("_")[0], (0.05 if "s005" in case else 0.0)
+    schedule = schedule_from_abar(ref["abar_f32"])
+    grid = grid_from_indices([int(ref["t_i"]), int(ref["t_im1"])])[:2]
+    problem = Problem(operator("sr2" if op_name == "sr" else "inpaint"), torch.from_numpy(ref["y"]), sigma_y)
+    solver = diffpir(op_name)
+    solver._clip = 1.0
+    out, _ = run(
+        solver,
+        NoConditioning(),
+        schedule,
+        ToyEps(schedule),
+        torch.from_numpy(ref["x_t"]),
+        grid,
+        problem,
+        [ref["noise"][1]],
+        monkeypatch,
+    )  # fmt: skip  (the official loop draws z1, unused with eta = 0, then z2)
+    assert close(out, ref["x_next"]) <= RTOL
+
+
+@pytest.mark.parametrize("case", ["inpaint_s0", "sr_s005"])
+def test_diffpir_ten_step_run_equals_official(case, monkeypatch):
+    """DiffPIR's 10-step quad schedule (999, 666, ..., 57, 0): the official loop's last network evaluation (at t = 0)
+    is discarded, so its output is the state after 9 steps, which is ours on the grid ending at timestep 0."""
+    from ccdf.sampling.conditioning import NoConditioning
+
+    ref = load(f"diffpir_{case}_run10")
+    op_name, sigma_y = case.split("_")[0], (0.05 if "s005" in case else 0.0)
+    schedule = schedule_from_abar(load("diffpir_sr_s005_step_t500")["abar_f32"])
+    grid = grid_from_indices(ref["t_i"])[:-1]  # ends at timestep 0 (t = 1/1000), as the official loop
+    problem = Problem(operator("sr2" if op_name == "sr" else "inpaint"), torch.from_numpy(ref["y"]), sigma_y)
+    solver = diffpir(op_name)
+    solver._clip = 1.0
+    out, states = run(solver, NoConditioning(), schedule, ToyEps(schedule), torch.from_numpy(ref["x_T"]), grid,
+                      problem, [n[1] for n in ref["noise"]], monkeypatch)  # fmt: skip
+    assert len(states) == 9
+    for k, state in enumerate(states):
+        assert close(state, ref["xs"][k + 1]) <= RTOL, k

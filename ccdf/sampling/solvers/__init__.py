@@ -11,6 +11,8 @@ from functools import partial
 
 from ccdf.sampling.solvers.base import History, Solver, Step, StepInfo, active_sets, denoise
 from ccdf.sampling.solvers.classic import StepSolver
+from ccdf.sampling.solvers.ddnm import DDNM
+from ccdf.sampling.solvers.diffpir import DiffPIR
 from ccdf.sampling.solvers.dpmpp import DPMSolverPP2M
 
 SOLVERS: dict[str, Callable[[], Solver]] = {
@@ -18,6 +20,20 @@ SOLVERS: dict[str, Callable[[], Solver]] = {
     "ddim": partial(StepSolver, step="ddim"),
     "ve_pc": partial(StepSolver, step="ancestral", corrector="langevin"),
     "dpmpp_2m": DPMSolverPP2M,
+    "ddnm": DDNM,
+    "diffpir": DiffPIR,
 }
 
-__all__ = ["SOLVERS", "DPMSolverPP2M", "History", "Solver", "Step", "StepInfo", "StepSolver", "active_sets", "denoise"]
+__all__ = [
+    "DDNM",
+    "SOLVERS",
+    "DPMSolverPP2M",
+    "DiffPIR",
+    "History",
+    "Solver",
+    "Step",
+    "StepInfo",
+    "StepSolver",
+    "active_sets",
+    "denoise",
+]
