@@ -253,6 +253,20 @@ def test_learned_variance_interpolates_between_beta_and_beta_tilde():
         ancestral_step(schedule, x, DenoiserOutput(x0), t, s, variance="learned")
 
 
+def test_learned_variance_last_step_is_the_finite_mean_for_any_fraction():
+    """On the last step (s = 0) no noise is added, so the result is the posterior mean (= x0_hat) for every
+    var_frac, in float32 too: v = 2f - 1 above ~1.54 once overflowed exp() and gave inf * 0 = NaN."""
+    schedule = DiscreteVP.linear()
+    x = torch.randn(2, 3, 4, 4, generator=gen(0))
+    x0 = torch.randn(2, 3, 4, 4, generator=gen(1)).clamp(-1, 1)
+    t, s = torch.tensor(0.01, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
+    for frac in (-2.0, 0.0, 1.0, 1.3, 3.0, 50.0):
+        out = ancestral_step(schedule, x, DenoiserOutput(x0, torch.full_like(x, frac)), t, s, variance="learned")
+        assert out.dtype == torch.float32 and torch.isfinite(out).all(), frac
+        # mean = a_s beta / s_t^2 x0_hat + 0 x_t with a_s = 1 and beta = s_t^2: x0_hat up to float32 rounding
+        torch.testing.assert_close(out, x0, rtol=1e-6, atol=1e-6)
+
+
 def test_ancestral_matches_ddpm_posterior_coefficients():
     """Mean = sqrt(abar_s) beta / (1 - abar_t) x0 + sqrt(alpha) (1 - abar_s) / (1 - abar_t) x_t (Ho et al. eq. 7)."""
     schedule = DiscreteVP.linear()

@@ -47,7 +47,9 @@ def ancestral_step(
     :math:`\mu = \frac{a_s \sigma_{ts}^2}{s_t^2} \hat x_0 + \frac{(a_t/a_s) s_s^2}{s_t^2} x_t`.
     Variance: ``beta`` (sigma_ts^2, DDPM's "fixed large"; for VE this is score-SDE's reverse
     diffusion predictor), ``beta_tilde`` (fixed small) or ``learned`` (IDDPM's
-    ``exp(f log beta + (1 - f) log beta_tilde)``, f = ``out.var_frac``).
+    ``exp(f log beta + (1 - f) log beta_tilde)``, f = ``out.var_frac``, any real value: nets output
+    v = 2f - 1 beyond [-1, 1]). The last step (s = 0) returns the mean, with no noise, whatever the
+    variance (guided-diffusion's ``p_sample``; it still draws that step's noise, and so does this).
     """
     a_t, s_t, a_s, s_s, var_ts, var_post = _coefs(schedule, t, s)
     mean = bcast(a_s * var_ts / s_t**2, x) * out.x0_hat + bcast((a_t / a_s) * s_s**2 / s_t**2, x) * x
@@ -58,13 +60,18 @@ def ancestral_step(
     elif variance == "learned":
         if out.var_frac is None:
             raise ValueError("variance='learned' needs a denoiser that predicts the variance (IDDPM learn_sigma)")
+        # log beta_tilde is -inf on the last step (s = 0), where guided-diffusion uses its clipped
+        # posterior log-variance; no noise is added there, so any finite value serves: log beta keeps
+        # the exponent finite for every var_frac (v > 1.54 once overflowed float32, and inf * 0 = NaN).
+        var_lo = torch.where(var_post > 0, var_post, var_ts)
         log_hi = bcast(var_ts.clamp(min=1e-300).log(), x)
-        log_lo = bcast(var_post.clamp(min=1e-300).log(), x)
+        log_lo = bcast(var_lo.clamp(min=1e-300).log(), x)
         std = torch.exp(0.5 * (out.var_frac * log_hi + (1 - out.var_frac) * log_lo))
     else:
         raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
-    std = std * bcast((s > 0).to(var_ts.dtype), x)  # no noise on the last step
-    return mean + std * randn_like(x, generator)
+    z = randn_like(x, generator)  # drawn on the last step too (as guided-diffusion's p_sample does)
+    noisy = bcast((s > 0).to(var_ts.dtype), x) > 0
+    return torch.where(noisy, mean + std * z, mean)  # the mean alone on the last step: never inf * 0
 
 
 def ddim_step(
