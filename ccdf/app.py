@@ -130,10 +130,30 @@ def validate(cfg: DictConfig) -> None:
         check_auto_t0(cfg)
     else:
         sweep_t0s(cfg)
+    check_respacing(cfg)
     if int(cfg.batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if float(cfg.sigma_y) < 0:
         raise ValueError(f"sigma_y must be >= 0, got {cfg.sigma_y}")
+
+
+def check_respacing(cfg: DictConfig) -> None:
+    """``model.schedule.respacing`` (e.g. ``ddim50``, ``10,15,20``) fixes the step count: it must equal
+    ``sampler.num_steps``. Checked before anything is built (building the schedule alone costs nothing)."""
+    node = cfg.model.get("schedule")
+    respacing = node.get("respacing") if isinstance(node, DictConfig) else None
+    if respacing is None:
+        return
+    try:
+        schedule = instantiate(node, _convert_="all")
+    except Exception as err:  # Hydra wraps the constructor's ValueError
+        cause = err.__cause__ or err
+        raise ValueError(f"model.schedule.respacing={respacing!r}: {cause}") from None
+    num_steps = int(cfg.sampler.num_steps)
+    kept = len(schedule.kept)
+    if kept != num_steps:
+        raise ValueError(f"model.schedule.respacing={respacing!r} keeps {kept} timesteps, but "
+                         f"sampler.num_steps={num_steps}: set sampler.num_steps={kept}")  # fmt: skip
 
 
 def main(cfg: DictConfig) -> float | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -196,3 +198,86 @@ def test_ncsnpp_factory_drives_the_mri_sampler(tmp_path):
 def test_factory_missing_checkpoint_names_the_official_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint_95.pth.*score-MRI"):
         load_ncsnpp_denoiser(VE(0.01, 378.0), ckpt=tmp_path / "checkpoint_95.pth")
+
+
+# --------------------------------------------------------------------------------------------
+# The whole learned-range chain against guided-diffusion's p_sample
+# --------------------------------------------------------------------------------------------
+
+CHAIN = Path(__file__).resolve().parent / "fixtures" / "guided_diffusion" / "learned_range_chain.safetensors"
+
+
+class LinearEpsVar(torch.nn.Module):
+    """The fixture's model: ``eps = x W_e + (t/1000) b_e``, ``v = clamp(x W_v + (t/1000) b_v, -5, 5)`` per item."""
+
+    def __init__(self, w_eps, b_eps, w_var, b_var) -> None:
+        super().__init__()
+        for name, value in (("w_eps", w_eps), ("b_eps", b_eps), ("w_var", w_var), ("b_var", b_var)):
+            self.register_buffer(name, value)
+        self.seen: list[int] = []
+
+    def forward(self, x, timesteps):
+        self.seen.append(int(timesteps[0]))
+        flat = x.reshape(x.shape[0], -1)
+        tt = (timesteps.float() / 1000)[:, None]
+        eps = flat @ self.w_eps + tt * self.b_eps
+        v = (flat @ self.w_var + tt * self.b_var).clamp(-5, 5)
+        return torch.cat([eps.reshape(x.shape), v.reshape(x.shape)], dim=1)
+
+
+def test_learned_range_chain_equals_guided_diffusion_p_sample(monkeypatch):
+    """Every state of a full respaced learned-range DDPM chain, the last step (s = 0) included, equals
+    guided-diffusion's ``p_sample_loop`` in float32 with variance outputs v up to +-5.
+
+    Fixture ``tests/fixtures/guided_diffusion/learned_range_chain.safetensors`` (provenance also in its
+    metadata): openai/guided-diffusion at commit 22e0df8183507e13a7813f8d38d51b072ca1e67c, unmodified,
+    torch 2.14.1 CPU float32, one-off script outside this repository.
+    ``SpacedDiffusion(space_timesteps(1000, "23"), get_named_beta_schedule("linear", 1000), EPSILON,
+    LEARNED_RANGE, MSE, rescale_timesteps=False)``, ``p_sample_loop_progressive(model, (2, 3, 4, 4),
+    noise=x_T, clip_denoised=True)``; the model is :class:`LinearEpsVar` with the stored weights (drawn from
+    ``torch.Generator().manual_seed(20240)``: W_e ~ N(0, 1/48), b_e ~ N(0, 0.25), W_v ~ N(0, 9/48),
+    b_v ~ N(0, 4); v spans [-5, 5], 44% of the last step's v exceed 1.54), and ``th.randn_like`` in
+    ``gaussian_diffusion`` was patched to return the stored ``noise[k]`` at step k. Stored: ``x_T``,
+    ``noise`` [23, 2, 3, 4, 4], every sample ``x`` [23, ...] and ``pred_xstart`` (``x0_hat``), and the
+    original-chain ``timesteps`` the model saw. "23" is one of the counts whose kept indices the earlier
+    rounding got wrong. Tolerance rtol 1e-5: float32 arithmetic in a different order (the ccdf coefficients
+    are float64 cast to float32, guided-diffusion's are extracted in float32), a few ulps per step.
+    """
+    from safetensors.torch import load_file
+
+    import ccdf.sampling.steps as steps_module
+    import ccdf.schedules.base as base_module
+
+    ref = load_file(str(CHAIN))
+    net = LinearEpsVar(ref["w_eps"], ref["b_eps"], ref["w_var"], ref["b_var"])
+    schedule = DiscreteVP.linear(1000, spacing="iddpm")
+    k = ref["noise"].shape[0]
+    sigma_start = schedule.sigma(schedule.timesteps(k)[0]).float()
+    # the sampler's draws, in order: the forward jump from x_init = 0 (scaled so that it lands on x_T), then
+    # one per step, each the noise guided-diffusion drew at that step (p_sample draws on the last step too)
+    draws = iter([ref["x_T"] / sigma_start, *ref["noise"]])
+    monkeypatch.setattr(base_module, "randn_like", lambda x, generator: next(draws).to(x.dtype))
+    monkeypatch.setattr(steps_module, "randn_like", lambda x, generator: next(draws).to(x.dtype))
+    states, x0s = [], []
+    op = Inpainting(torch.ones(4, 4))
+    x_init = torch.zeros(2, 3, 4, 4)
+    out = sample_ccdf(
+        EpsDenoiser(net, schedule), schedule, op, op(x_init), x_init, t0=1.0, num_steps=k, step="ddpm",
+        variance="learned", x0_clip=1.0, dc="none",
+        callback=lambda info: (states.append(info.x.clone()), x0s.append(info.x0_hat.clone())),
+    )  # fmt: skip
+    assert next(draws, None) is None  # every recorded noise was used, none more
+    assert net.seen == ref["timesteps"].tolist()  # SpacedDiffusion's timestep_map, 999 .. 0
+    assert net.w_eps.dtype == out.dtype == torch.float32
+    assert ref["v"].abs().max() == 5 and (ref["v"][-1] > 1.54).any()  # the range that overflowed before
+    assert torch.isfinite(out).all()
+    # x0_hat = (x_t - sigma eps) / alpha cancels at high noise: float32 rounding of x_t and sigma eps (a few ulps
+    # of |x_t|) grows by 1 / alpha(t) (101 on the second step), hence the per-step absolute tolerance
+    alpha = schedule.alpha(schedule.timesteps(k)[:-1])
+    for i, (x0_hat, x0_ref) in enumerate(zip(x0s, ref["x0_hat"], strict=True)):
+        x_in = ref["x_T"] if i == 0 else ref["x"][i - 1]
+        atol = 4 * torch.finfo(torch.float32).eps * x_in.abs().max().item() / alpha[i].item()
+        torch.testing.assert_close(x0_hat, x0_ref, rtol=1e-5, atol=atol, msg=lambda m, i=i: f"x0_hat {i}: {m}")
+    for i, (x, x_ref) in enumerate(zip(states, ref["x"], strict=True)):
+        torch.testing.assert_close(x, x_ref, rtol=1e-5, atol=1e-6, msg=lambda m, i=i: f"step {i}: {m}")
+    torch.testing.assert_close(out, ref["x"][-1], rtol=1e-5, atol=1e-6)

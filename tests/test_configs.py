@@ -124,3 +124,26 @@ def test_training_and_cluster_configs_compose():
     assert cfg.hydra.launcher.tasks_per_node == 8 and cfg.hydra.launcher.gpus_per_node == 8
     assert "submitit" in cfg.hydra.launcher._target_
     assert cfg.training.loss == "vp_eps" and cfg.trainer.max_steps == cfg.training.max_steps
+
+
+def test_respacing_string_from_the_config():
+    """``model.schedule.respacing`` (ddimN or section counts) is a config value; a step count that disagrees
+    with it is an error naming both keys, raised by ``validate`` before anything is built."""
+    from ccdf.app import validate
+
+    base = ["task=sr4", "model.schedule.spacing=iddpm", "model.schedule.respacing=ddim50"]
+    cfg = compose_cfg([*base, "sampler.num_steps=50"])
+    HydraConfig.instance().set_config(cfg)
+    validate(cfg)
+    schedule = instantiate(cfg.model.schedule)
+    assert schedule.to_index(schedule.timesteps(50)[:-1]).flip(0).tolist() == list(range(0, 1000, 20))
+    cfg = compose_cfg([*base, "sampler.num_steps=100"])
+    with pytest.raises(ValueError, match=r"model.schedule.respacing='ddim50' keeps 50 timesteps, but "
+                                         r"sampler.num_steps=100: set sampler.num_steps=50"):  # fmt: skip
+        validate(cfg)
+    cfg = compose_cfg(["task=sr4", "model.schedule.respacing=ddim50", "sampler.num_steps=50"])
+    with pytest.raises(ValueError, match=r"model.schedule.respacing='ddim50': .*needs spacing='iddpm'"):
+        validate(cfg)
+    cfg = compose_cfg(["task=sr4", "model.schedule.spacing=iddpm", "model.schedule.respacing=ddim37"])
+    with pytest.raises(ValueError, match=r"model.schedule.respacing='ddim37': .*integer stride"):
+        validate(cfg)

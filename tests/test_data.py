@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +14,7 @@ from ccdf.data import ComplexSliceFolder, ImageFolder, bundled_samples, to_unit
 from ccdf.denoisers.gaussian import fit_stationary_prior
 from ccdf.initializers import Bicubic, MaskedFill, PseudoInverse, Zero
 from ccdf.operators import Inpainting, SingleCoilMRI, SuperResolution
-from tests.conftest import SHARED
+from tests.conftest import ROOT
 
 
 def test_image_folder_converts_and_crops(tmp_path):
@@ -68,10 +71,24 @@ def test_bundled_samples_and_prior_split_are_disjoint():
         bundled_samples("ffhq", "train")
 
 
-@pytest.mark.skipif(not (SHARED / "data" / "ffhq").exists(), reason="../shared/data not present")
-def test_bundled_ffhq_equals_shared_originals():
+def test_bundled_samples_equal_the_originals():
+    """Every bundled file is its original: sha256 digests recorded from the shared data folder (source per row in
+    tests/fixtures/bundled_samples_sha256.json); the one converted file (complex128 -> complex64) holds exactly the
+    converted original array. The loader then returns the bundled pixels themselves."""
+    record = json.loads((ROOT / "tests" / "fixtures" / "bundled_samples_sha256.json").read_text())
+    root = ROOT / "ccdf" / "assets" / "samples"
+    bundled = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix in (".png", ".npy"))
+    assert sorted(row["bundled"] for row in record["files"]) == bundled  # no bundled file without its record
+    for row in record["files"]:
+        path = root / row["bundled"]
+        if "array_sha256" in row:
+            arr = np.load(path)
+            assert arr.dtype == np.dtype(row["array_dtype"]) and list(arr.shape) == row["array_shape"], path
+            assert hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest() == row["array_sha256"], path
+        else:
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"], path
     ev = bundled_samples("ffhq", "eval")
-    with Image.open(SHARED / "data" / "ffhq" / "00000.png") as img:
+    with Image.open(root / "ffhq" / "eval" / "00000.png") as img:
         ref = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
     torch.testing.assert_close(to_unit(ev[0]["x0"]), ref)
 

@@ -1,8 +1,8 @@
 """Tests for ``ccdf.nets.guided_unet``: checkpoint key layout and numerical equivalence.
 
 Key layout: the published architectures are built on the ``meta`` device (no memory) and their
-``state_dict`` is compared with docs/CHECKPOINTS.md (tensor count, numel, fingerprint) and, when
-the shared docs are present, with the reference key/shape lists in docs/checkpoint-keys/.
+``state_dict`` is compared with docs/CHECKPOINTS.md (tensor count, numel, fingerprint) and with the
+reference key/shape lists of docs/checkpoint-keys/, copied into tests/fixtures/checkpoint-keys/.
 
 Numerics: ``tests/fixtures/guided_unet/*.safetensors`` hold random weights in the official layout
 (``weights.<key>``), an input ``x``, ``timesteps`` (and ``y``), and the output ``out`` of the
@@ -52,7 +52,7 @@ from ccdf.nets.guided_unet import (
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "guided_unet"
-SHARED_DOCS = Path(__file__).resolve().parents[2] / "shared" / "docs"
+KEYS_DIR = Path(__file__).resolve().parent / "fixtures" / "checkpoint-keys"  # copies of CHECKPOINTS.md's TSVs
 
 GUIDED_COMMIT = "22e0df8183507e13a7813f8d38d51b072ca1e67c"
 IDDPM_COMMIT = "1bc7bbbdc414d83d4abf2ad8cc1446dc36c4e4d5"
@@ -101,9 +101,7 @@ def test_published_fingerprint(preset: str, count: int, numel: int, fp: str, tsv
 
 @pytest.mark.parametrize(("preset", "count", "numel", "fp", "tsv"), PUBLISHED[::2])
 def test_published_keys_match_reference_tsv(preset: str, count: int, numel: int, fp: str, tsv: str) -> None:
-    path = SHARED_DOCS / "checkpoint-keys" / tsv
-    if not path.is_file():
-        pytest.skip(f"shared docs not available ({path})")
+    path = KEYS_DIR / tsv
     ref = []
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.strip():

@@ -11,6 +11,7 @@ against (wrong variance, wrong mean, wrong step) give tens of standard errors.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -253,6 +254,20 @@ def test_learned_variance_interpolates_between_beta_and_beta_tilde():
         ancestral_step(schedule, x, DenoiserOutput(x0), t, s, variance="learned")
 
 
+def test_learned_variance_last_step_is_the_finite_mean_for_any_fraction():
+    """On the last step (s = 0) no noise is added, so the result is the posterior mean (= x0_hat) for every
+    var_frac, in float32 too: v = 2f - 1 above ~1.54 once overflowed exp() and gave inf * 0 = NaN."""
+    schedule = DiscreteVP.linear()
+    x = torch.randn(2, 3, 4, 4, generator=gen(0))
+    x0 = torch.randn(2, 3, 4, 4, generator=gen(1)).clamp(-1, 1)
+    t, s = torch.tensor(0.01, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
+    for frac in (-2.0, 0.0, 1.0, 1.3, 3.0, 50.0):
+        out = ancestral_step(schedule, x, DenoiserOutput(x0, torch.full_like(x, frac)), t, s, variance="learned")
+        assert out.dtype == torch.float32 and torch.isfinite(out).all(), frac
+        # mean = a_s beta / s_t^2 x0_hat + 0 x_t with a_s = 1 and beta = s_t^2: x0_hat up to float32 rounding
+        torch.testing.assert_close(out, x0, rtol=1e-6, atol=1e-6)
+
+
 def test_ancestral_matches_ddpm_posterior_coefficients():
     """Mean = sqrt(abar_s) beta / (1 - abar_t) x0 + sqrt(alpha) (1 - abar_s) / (1 - abar_t) x_t (Ho et al. eq. 7)."""
     schedule = DiscreteVP.linear()
@@ -291,3 +306,72 @@ def test_final_output_is_exactly_consistent_for_vp():
     schedule, den, op, y, x_init = _setup()
     x = sample_ccdf(den, schedule, op, y, x_init, t0=0.2, num_steps=1000, generator=gen(0))
     assert torch.equal(op(x), y)
+
+
+# --------------------------------------------------------------------------------------------
+# Langevin corrector "norm" on complex images: score-MRI's per-part rule
+# --------------------------------------------------------------------------------------------
+
+LANGEVIN_RI = Path(__file__).resolve().parent / "fixtures" / "score_mri" / "langevin_real_imag.safetensors"
+
+
+class TanhScore(torch.nn.Module):
+    """The fixture's score model: ``-(x + tanh(x W) + b) / (0.25 + sigma^2)`` per item (flattened)."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__()
+        self.w, self.b = torch.nn.Parameter(w), torch.nn.Parameter(b)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        return (-(flat + torch.tanh(flat @ self.w) + self.b) / (0.25 + sigma[:, None] ** 2)).reshape(x.shape)
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_norm_corrector_on_complex_images_is_score_mri_per_part(monkeypatch, dtype, rtol):
+    """``corrector_step="norm"`` on complex x: Re and Im each get their own step size from their own noise and
+    score norms, as score-MRI corrects them (``get_pc_fouriercs_RI``).
+
+    Fixture ``tests/fixtures/score_mri/langevin_real_imag.safetensors`` (provenance also in its metadata):
+    HJ-harry/score-MRI at commit 8359aae5a4eca1e6d9447d35820e07f5188f9b00, unmodified ``sampling.py`` /
+    ``sde_lib.py`` / ``models/utils.py`` (sigpy stubbed: only imported), torch 2.14.1 CPU, one-off script
+    outside this repository. For each item b of a [3, 1, 6, 6] complex batch (run alone, so score-MRI's batch
+    means are that item's norms) and each t in ``t`` (0.0625: sigma 0.017; 0.5: sigma 1.94): the lines of
+    ``get_pc_fouriercs_RI.fouriercs_update_fn`` before its data step, ``update_fn(real(x), t)`` then
+    ``update_fn(imag(x), t)`` with ``update_fn = shared_corrector_update_fn(sde=VESDE(0.01, 378, N=2000),
+    corrector=LangevinCorrector, continuous=True, snr=0.16, n_steps=1)``, the model :class:`TanhScore` with the
+    stored ``w``, ``b`` (``torch.Generator().manual_seed(31)``), and ``torch.randn_like`` patched to return the
+    stored ``noise[k, 0, b]`` (Re) then ``noise[k, 1, b]`` (Im). ``out_f32`` ran in float32 / complex64,
+    ``out_f64`` in float64 / complex128; both [t, part, item, 1, 6, 6].
+    Tolerances: float32 rtol 1e-5, float64 rtol 1e-10 (ccdf recovers the score from x0_hat = x + sigma^2 s,
+    a different rounding path than score-MRI's direct score; tanh differs in its last bits across CPUs).
+    """
+    from safetensors.torch import load_file
+
+    import ccdf.sampling.steps as steps_module
+    from ccdf.denoisers.adapters import VEScoreDenoiser
+    from ccdf.denoisers.base import as_output
+    from ccdf.sampling import langevin_correct
+
+    ref = load_file(str(LANGEVIN_RI))
+    expected = ref["out_f32" if dtype == torch.float32 else "out_f64"]
+    schedule = VE(0.01, 378.0)
+    denoiser = VEScoreDenoiser(TanhScore(ref["w"].to(dtype), ref["b"].to(dtype)), schedule)
+    x = torch.complex(ref["x_re"].to(dtype), ref["x_im"].to(dtype))
+    joint_gap = []
+    for k, t in enumerate(ref["t"]):
+        z = torch.complex(ref["noise"][k, 0].to(dtype), ref["noise"][k, 1].to(dtype))
+        monkeypatch.setattr(steps_module, "randn_like", lambda x, generator, z=z: z)
+        out = as_output(denoiser(x, t.expand(x.shape[0])))
+        got = langevin_correct(schedule, x, out, t, t, snr=0.16, step_size="norm")
+        assert got.dtype == x.dtype
+        torch.testing.assert_close(got.real, expected[k, 0], rtol=rtol, atol=rtol)
+        torch.testing.assert_close(got.imag, expected[k, 1], rtol=rtol, atol=rtol)
+        # not vacuous: one joint step size for the complex image (the rule before) moves far from score-MRI
+        score = (out.x0_hat - x) / schedule.sigma(t).to(dtype) ** 2
+        ratio = z.abs().pow(2).flatten(1).sum(1).sqrt() / score.abs().pow(2).flatten(1).sum(1).sqrt()
+        eps = (2 * (0.16 * ratio) ** 2).reshape(-1, 1, 1, 1)
+        joint = x + eps * score + (2 * eps).sqrt() * z
+        update = torch.complex(expected[k, 0], expected[k, 1]) - x
+        joint_gap.append(((joint - x - update).abs().max() / update.abs().max()).item())
+    assert max(joint_gap) > 0.1, joint_gap
