@@ -343,7 +343,10 @@ def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
 
     comps = build(cfg)
     # Pre-flight: read every item once (bad files, NaN/inf, all-zero slices) before any sampling.
+    tic = time.perf_counter()
     checked = check_items(comps.dataset, skip_unreadable=bool(cfg.dataset.get("skip_unreadable", False)))
+    log.info("data check: %d of %d items read and usable (%.1f s)", len(checked.indices), len(comps.dataset),
+             time.perf_counter() - tic)  # fmt: skip
     if checked.notes:
         log.warning("%d image(s) upscaled more than 2x to dataset.size:%s", len(checked.notes), listing(checked.notes))
     if checked.skipped:

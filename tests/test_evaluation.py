@@ -278,3 +278,22 @@ def test_demo_unet_results_are_bit_identical_for_any_batch_size(tmp_path):
     decode = lambda b: np.asarray(Image.open(io.BytesIO(b)), dtype=np.int16)  # noqa: E731
     for data, ref in zip(png_batched, png1, strict=True):
         assert np.abs(decode(data) - decode(ref)).max() <= 1
+
+
+def test_per_item_denoiser_calls_one_item_at_a_time_and_keeps_every_output():
+    from ccdf.denoisers import DenoiserOutput, PerItemDenoiser
+
+    calls = []
+
+    def learned_variance(x_t, t):  # IDDPM-like: x0_hat and the variance interpolation
+        calls.append(tuple(t.tolist()))
+        scale = t.reshape(-1, 1, 1, 1)
+        return DenoiserOutput(x_t * scale, torch.zeros_like(x_t) + scale)
+
+    x, t = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0.25, 0.5, 0.75])
+    out = PerItemDenoiser(learned_variance)(x, t)
+    assert calls == [(0.25,), (0.5,), (0.75,)]
+    assert torch.equal(out.x0_hat, x * t.reshape(-1, 1, 1, 1))  # one multiplication per element: exact
+    assert torch.equal(out.var_frac, t.reshape(-1, 1, 1, 1).expand(3, 2, 4, 4))
+    plain = PerItemDenoiser(lambda x_t, t: x_t + 1)(x, t)
+    assert isinstance(plain, torch.Tensor) and torch.equal(plain, x + 1)
