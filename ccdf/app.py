@@ -197,18 +197,23 @@ def _task_name() -> str:
 def eval_setting(cfg: DictConfig, lpips: bool = False) -> dict[str, Any]:
     """Everything that determines an image's result except t0 (the key of the result store).
 
-    Batch size, devices, loggers and output paths are left out: results do not depend on them.
+    Batch size, devices, loggers and output paths are left out: results do not depend on them
+    (with ``eval.batch_invariant=false``, only up to float32 rounding: the flag is part of the key,
+    so exact results never mix with batched ones). ``dataset.skip_unreadable`` is left out too: each
+    item's result is keyed by its index and content (:mod:`ccdf.data.check`), not by the folder.
     A checkpoint file enters with its size and modification time.
     """
     import ccdf
 
     sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
     sampler.pop("t0", None)
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset.pop("skip_unreadable", None)
     setting = {
         "version": ccdf.__version__,
         "code": _code_hash(),
         "task": _task_name(),
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "dataset": dataset,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "operator": OmegaConf.to_container(cfg.operator, resolve=True),
         "initializer": OmegaConf.to_container(cfg.initializer, resolve=True),
@@ -216,6 +221,7 @@ def eval_setting(cfg: DictConfig, lpips: bool = False) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "sigma_y": float(cfg.sigma_y),
         "lpips": str(cfg.eval.lpips_net) if lpips else None,  # per-image LPIPS only with its weights
+        "batch_invariant": bool(cfg.eval.get("batch_invariant", True)),
     }
     for node in ("model", "initializer"):
         ckpt = cfg[node].get("ckpt") if isinstance(cfg[node], DictConfig) else None
@@ -351,31 +357,42 @@ def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
     gathers the results by index, computes the set-level metrics (FID/KID when the Inception
     weights are present) and writes the run folder.
     """
+    from ccdf.data.check import check_items, listing
     from ccdf.evaluation import ResultStore
     from ccdf.lightning.reconstruction import ReconstructionModule, run_predict
 
     comps = build(cfg)
+    # Pre-flight: read every item once (bad files, NaN/inf, all-zero slices) before any sampling.
+    tic = time.perf_counter()
+    checked = check_items(comps.dataset, skip_unreadable=bool(cfg.dataset.get("skip_unreadable", False)))
+    log.info("data check: %d of %d items read and usable (%.1f s)", len(checked.indices), len(comps.dataset),
+             time.perf_counter() - tic)  # fmt: skip
+    if checked.notes:
+        log.warning("%d image(s) upscaled more than 2x to dataset.size:%s", len(checked.notes), listing(checked.notes))
+    if checked.skipped:
+        log.warning("dataset.skip_unreadable: %d of %d item(s) left out:%s", len(checked.skipped),
+                    len(comps.dataset), listing(checked.skipped))  # fmt: skip
     auto = resolve_auto_t0(cfg, comps)
     t0s = sweep_t0s(cfg)
     dataset = comps.dataset
-    num = len(dataset)
+    indices = checked.indices  # data-set positions (they seed each item's generator); skipped ones left out
+    num = len(indices)
     is_mri = getattr(dataset, "kind", "image") == "mri"
     num_steps = int(cfg.sampler.num_steps)
     lpips = _load_lpips(cfg) if not is_mri else None
     store = ResultStore(cfg.eval.cache_dir, _task_name(), eval_setting(cfg, lpips is not None))
-    indices = list(range(num))  # ccdf data sets key their items by position (checked per item)
     if not bool(cfg.eval.resume):
         for t in t0s:
             for i in indices:
                 store.item_path(t, i).unlink(missing_ok=True)
-    work = store.pending(t0s, indices)
+    work = store.pending(t0s, indices, checked.keys)  # a result counts only for the same image content
     done = len(t0s) * num - len(work)
     if done:
         log.info("resuming: %d of %d (image, t0) results already in %s", done, len(t0s) * num, store.folder)
     module = ReconstructionModule(
         comps.denoiser, comps.schedule, comps.operator, comps.initializer, comps.sampler, store,
         seed=int(cfg.seed), sigma_y=float(cfg.sigma_y), num_steps=num_steps,
-        is_mri=is_mri, lpips=lpips,
+        is_mri=is_mri, lpips=lpips, batch_invariant=bool(cfg.eval.get("batch_invariant", True)),
     )  # fmt: skip
     tic = time.perf_counter()
     is_zero = run_predict(
@@ -386,6 +403,8 @@ def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
     wall = time.perf_counter() - tic
     if not is_zero:  # other ranks of a `strategy=ddp` launch: rank 0 gathers, scores and writes
         return math.nan
+    for t in t0s:  # every result is of the content checked above (fails if a file changed during the run)
+        store.read(t, indices, checked.keys)
 
     loggers = build_loggers(cfg)
     written += [run_dir / "csv", run_dir / "wandb"]

@@ -12,6 +12,12 @@ of the same config finds the images it already finished and skips them, and seve
     <root>/<task>/<hash>/t0_0.2/00007.png    reconstruction (and .npy for complex MRI data)
     <root>/<task>/<hash>/t0_0.2/00007.json   its metrics; written last, so it marks the item done
 
+Items are keyed by data-set index (which seeds the item's generator) *and* content: each metrics
+file holds the item's content key (:func:`ccdf.data.check.item_key`, a hash of its name and loaded
+values), and a result counts as done only when that key matches the image the data set holds now.
+An image replaced under the same name, or one whose index shifted because a file was added before
+it, is recomputed (and its files overwritten); unchanged images are reused.
+
 Every file is written atomically: a killed run leaves finished items and nothing half-written.
 Two processes that evaluate the same item (DDP pads uneven shards) write identical files.
 """
@@ -21,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,28 +75,43 @@ class ResultStore:
     def item_path(self, t0: float, index: int, suffix: str = ".json") -> Path:
         return self.folder / t0_key(t0) / f"{int(index):05d}{suffix}"
 
-    def done(self, t0: float, index: int) -> bool:
-        return self.item_path(t0, index).is_file()
+    def stored_key(self, t0: float, index: int) -> str | None:
+        """The content key stored with the result of ``index`` at ``t0`` (None: no readable result)."""
+        try:
+            return json.loads(self.item_path(t0, index).read_text()).get("key")
+        except (OSError, ValueError):
+            return None
 
-    def pending(self, t0s: Sequence[float], indices: Iterable[int]) -> list[tuple[float, int]]:
-        """The (t0, index) pairs without a result yet, ordered by t0 then index.
+    def done(self, t0: float, index: int, key: str | None = None) -> bool:
+        """Whether ``index`` has a result at ``t0`` (computed from content ``key``, when given)."""
+        if key is None:
+            return self.item_path(t0, index).is_file()
+        return self.stored_key(t0, index) == key
+
+    def pending(
+        self, t0s: Sequence[float], indices: Iterable[int], keys: Mapping[int, str] | None = None
+    ) -> list[tuple[float, int]]:
+        """The (t0, index) pairs without a result yet (or with one of other content than ``keys[index]``),
+        ordered by t0 then index.
 
         Batches then mostly share one t0: a batch's pass lasts as long as its largest N', so
         mixing an image's t0 = 1 copy into every batch would make each batch a full run.
         """
         indices = list(indices)
-        return [(float(t), int(i)) for t in sorted(t0s) for i in indices if not self.done(t, i)]
+        key = (lambda i: keys[i]) if keys is not None else (lambda i: None)  # noqa: E731
+        return [(float(t), int(i)) for t in sorted(t0s) for i in indices if not self.done(t, i, key(i))]
 
     def write_inputs(self, index: int, x0: Tensor, x_init: Tensor, y: Tensor) -> None:
-        """Ground truth, initializer output and measurement preview of one item (``[C, H, W]``, ``y`` batched)."""
+        """Ground truth, initializer output and measurement preview of one item (``[C, H, W]``, ``y`` batched).
+
+        Always (re)written: the image at ``index`` may have changed since they were last written.
+        """
         stem = f"{int(index):05d}.png"
         if not (self.folder / "setting.json").is_file():  # written with the first result, not before
             write_json(self.folder / "setting.json", self.setting)
         for sub, img in (("gt", to_unit(x0)), ("init", to_unit(x_init)),
                          ("meas", measurement_preview(y, (1, *x0.shape))[0])):  # fmt: skip
-            path = self.folder / sub / stem
-            if not path.is_file():
-                save_png(path, img)
+            save_png(self.folder / sub / stem, img)
 
     def write(self, t0: float, index: int, row: dict[str, Any], x: Tensor) -> None:
         """One reconstruction ``[C, H, W]`` (PNG, plus ``.npy`` when complex) and its metrics row."""
@@ -99,14 +120,21 @@ class ResultStore:
             save_npy(self.item_path(t0, index, ".npy"), x[0].detach().cpu().numpy())
         write_json(self.item_path(t0, index), {"index": int(index), "t0": float(t0), **row})
 
-    def read(self, t0: float, indices: Iterable[int]) -> list[dict[str, Any]]:
-        """The metrics rows of ``indices`` at ``t0``, in that order; a missing one is an error."""
+    def read(self, t0: float, indices: Iterable[int], keys: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
+        """The metrics rows of ``indices`` at ``t0``, in that order; a missing one, or (with ``keys``)
+        one computed from other content than ``keys[index]``, is an error."""
         rows = []
         for i in indices:
             path = self.item_path(t0, i)
             if not path.is_file():
                 raise RuntimeError(f"evaluation incomplete: no result for image {i} at t0={t0:g} ({path})")
-            rows.append(json.loads(path.read_text()))
+            row = json.loads(path.read_text())
+            if keys is not None and row.get("key") != keys[i]:
+                raise RuntimeError(
+                    f"the result of image {i} ({row.get('name')}) at t0={t0:g} ({path}) was computed from other "
+                    "content than the data set holds now (did the file change during the run?); run again"
+                )
+            rows.append(row)
         return rows
 
     def folder_of(self, what: str | float) -> Path:

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ccdf.data import ComplexSliceFolder, ImageFolder, bundled_samples, to_unit
+from ccdf.data.datasets import UpscaledImageWarning
 from ccdf.denoisers.gaussian import fit_stationary_prior
 from ccdf.initializers import Bicubic, MaskedFill, PseudoInverse, Zero
 from ccdf.operators import Inpainting, SingleCoilMRI, SuperResolution
@@ -183,3 +184,101 @@ def test_split_files(tmp_path):
     (tmp_path / "only.txt").write_text("# nothing matches\n99999\n")
     with pytest.raises(ValueError, match="no images"):
         ImageFolder(tmp_path, size=8, include=tmp_path / "only.txt")
+
+
+def _png48(path, rgb: np.ndarray) -> None:
+    """A minimal 16-bit-per-channel RGB PNG encoder (PIL cannot write one): IHDR (bit depth 16, colour
+    type 2), one zlib IDAT of big-endian rows each with filter byte 0, IEND; CRC-32 per chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[r].astype(">u2").tobytes() for r in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+
+
+def test_16bit_grayscale_png_loads_at_full_range_and_precision(tmp_path):
+    """Values spanning 0..65535 map to [0, 1] (PIL's convert("L") used to clip everything above 255 to white)."""
+    values = np.linspace(0, 65535, 64).round().astype(np.uint16).reshape(8, 8)
+    values[0, 0], values[7, 7], values[3, 4] = 0, 65535, 257  # both ends and one 16-bit step above 8-bit 1
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as img:
+        assert img.mode == "I;16"  # what PIL makes of it
+    expected = torch.from_numpy(values.astype(np.float64) / 65535)
+    for channels in (1, 3):
+        x = ImageFolder(tmp_path, size=8, channels=channels)[0]["x0"]
+        assert x.shape == (channels, 8, 8)
+        # float32 rounding of v / 65535 and of the map to [-1, 1] and back: a few ulp
+        torch.testing.assert_close(to_unit(x).double(), expected.expand(channels, 8, 8), atol=1e-6, rtol=0)
+    # resized in floating point: a black/white split keeps its ends (a 16 -> 8 downscale)
+    split = np.zeros((16, 16), np.uint16)
+    split[:, 8:] = 65535
+    Image.fromarray(split).save(tmp_path / "g16.png")
+    x = to_unit(ImageFolder(tmp_path, size=8, channels=1)[0]["x0"])
+    assert float(x[0, :, 0].max()) < 1e-6 and float(x[0, :, -1].min()) > 1 - 1e-6
+
+
+def test_16bit_rgb_png_loads_at_full_range_8bit_precision(tmp_path):
+    """What holds for 48-bit RGB PNGs: PIL decodes them at 8 bits per channel, the high byte (v >> 8),
+    so the full range maps to [0, 1] (65535 -> 1) with 8-bit precision."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 65536, size=(8, 8, 3)).astype(np.uint16)
+    rgb[0, 0], rgb[0, 1] = (0, 65535, 32768), (65535, 0, 257)
+    _png48(tmp_path / "c48.png", rgb)
+    x = to_unit(ImageFolder(tmp_path, size=8)[0]["x0"])
+    expected = torch.from_numpy((rgb >> 8).astype(np.float32) / 255).permute(2, 0, 1)
+    torch.testing.assert_close(x, expected, atol=1e-6, rtol=0)  # x / 255 through [-1, 1] and back: float32 rounding
+    assert float(x.min()) == 0 and float(x.max()) == 1
+
+
+def test_float_images_are_refused_with_the_file_name(tmp_path):
+    Image.new("F", (8, 8), 0.5).save(tmp_path / "float.png", format="TIFF")  # PIL reads by content, not name
+    with pytest.raises(ValueError, match=r"float.png: unsupported image mode F"):
+        ImageFolder(tmp_path, size=8)[0]
+
+
+def test_upscaling_tiny_images_warns_with_file_and_factor(tmp_path):
+    Image.new("RGB", (5, 4), (200, 10, 10)).save(tmp_path / "tiny.png")
+    with pytest.warns(UpscaledImageWarning, match=r"tiny.png: 5x4 image upscaled 32.0x to 128x128"):
+        ImageFolder(tmp_path, size=128)[0]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UpscaledImageWarning)
+        ImageFolder(tmp_path, size=8)[0]  # 2.0x: at the threshold, no warning
+        ImageFolder(tmp_path, size=3)[0]  # downscaling: no warning
+
+
+def test_non_finite_and_all_zero_mri_data_name_the_file_and_slice(tmp_path):
+    """NaN / inf used to pass (a NaN-filled slice normalised to NaN, and the run ended with NaN metrics);
+    the all-zero error did not say which file."""
+    from ccdf.data.datasets import FastMRISlices
+
+    nan = np.where(np.eye(8) > 0, np.nan, 1).astype(np.complex64)
+    for name, arr, count in (("nan", nan, 8), ("inf", np.full((8, 8), -np.inf, np.float32), 64)):
+        folder = tmp_path / name
+        folder.mkdir()
+        np.save(folder / f"{name}.npy", arr)
+        with pytest.raises(ValueError, match=rf"MRI slice .*{name}.npy: {count} of 64 values are NaN or infinite"):
+            ComplexSliceFolder(folder, size=8)[0]
+    (tmp_path / "zero").mkdir()
+    np.save(tmp_path / "zero" / "zero.npy", np.zeros((8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"MRI slice .*zero.npy: all-zero image"):
+        ComplexSliceFolder(tmp_path / "zero", size=8)[0]
+    kspace = np.ones((3, 8, 8), np.complex64)
+    kspace[1, 2, 2] = np.nan
+    kspace[2] = 0
+    (tmp_path / "h5").mkdir()
+    _write_h5(tmp_path / "h5" / "vol.h5", kspace)
+    ds = FastMRISlices(tmp_path / "h5", size=8)
+    assert ds[0]["x0"].shape == (1, 8, 8)
+    with pytest.raises(ValueError, match=r"slice 1 of fastMRI file .*vol.h5: 1 of 64 values are NaN or infinite"):
+        ds[1]
+    with pytest.raises(ValueError, match=r"slice 2 of fastMRI file .*vol.h5: all-zero image"):
+        ds[2]

@@ -6,6 +6,7 @@ random generators and saved files, so results do not depend on batching or devic
 
 from __future__ import annotations
 
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -64,33 +65,83 @@ def list_files(root: str | Path, extensions: tuple[str, ...]) -> list[Path]:
     return files
 
 
+#: An image whose shorter side is more than this many times smaller than ``size`` is upscaled with a warning.
+UPSCALE_WARN_FACTOR = 2.0
+
+
+class UpscaledImageWarning(UserWarning):
+    """An image was upscaled by more than :data:`UPSCALE_WARN_FACTOR` to reach the data set's size."""
+
+
 def load_image(path: Path, size: int, channels: int = 3) -> Tensor:
     """Read an image as ``[C, size, size]`` in [-1, 1]: RGBA/palette/grayscale converted,
-    shorter side resized (bicubic, anti-aliased) to ``size``, then centre-cropped."""
+    shorter side resized (bicubic, anti-aliased) to ``size``, then centre-cropped.
+
+    Value range: 8-bit images map 0..255 to [0, 1]; 16-bit grayscale images (PIL modes ``I;16*``,
+    and ``I`` with values in 0..65535) map 0..65535 to [0, 1] at full 16-bit precision and are resized
+    in floating point. 16-bit RGB(A) PNGs are decoded by PIL at 8 bits per channel (the high byte):
+    full range, 8-bit precision. Floating-point images (mode ``F``) are refused: their range is unknown.
+
+    An image whose shorter side is upscaled by more than :data:`UPSCALE_WARN_FACTOR` (2x) gets an
+    :class:`UpscaledImageWarning` naming the file and the factor: such a ground truth is mostly
+    interpolation, and its scores say little. It is a warning, not an error, since small images at a
+    model's size can be a deliberate choice.
+
+    Raises:
+        ValueError: the file cannot be decoded, or holds an unsupported mode; the message names it.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    mode = "RGB" if channels == 3 else "L"
     try:
         with Image.open(path) as img:
             img.load()
-            mode = "RGB" if channels == 3 else "L"
-            if img.mode in ("RGBA", "LA", "P") and mode == "RGB":
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)
-            img = img.convert(mode)
+            if img.mode == "F" or img.mode.startswith("I;32"):
+                raise ValueError(
+                    f"unsupported image mode {img.mode} (floating point or 32-bit); save it as 8 or 16 bit"
+                )
+            if img.mode == "I" or img.mode.startswith("I;16"):
+                wide = np.asarray(img).astype(np.float64)
+                if wide.size and (wide.min() < 0 or wide.max() > 65535):
+                    raise ValueError(f"32-bit values outside 0..65535 (mode {img.mode}); save it as 8 or 16 bit")
+                img = Image.fromarray((wide / 65535).astype(np.float32), mode="F")
+            else:
+                if img.mode in ("RGBA", "LA", "P") and mode == "RGB":
+                    img = img.convert("RGBA")
+                    background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                    img = Image.alpha_composite(background, img)
+                img = img.convert(mode)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
     w, h = img.size
     scale = size / min(w, h)
+    if scale > UPSCALE_WARN_FACTOR:
+        warnings.warn(
+            f"{path}: {w}x{h} image upscaled {scale:.1f}x to {size}x{size} (more than {UPSCALE_WARN_FACTOR:g}x)",
+            UpscaledImageWarning,
+            stacklevel=2,
+        )
     if (w, h) != (size, size):
         new = (max(size, round(w * scale)), max(size, round(h * scale)))
         img = img.resize(new, Image.BICUBIC, reducing_gap=None)
         left, top = (new[0] - size) // 2, (new[1] - size) // 2
         img = img.crop((left, top, left + size, top + size))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
+    if img.mode == "F":  # 16-bit data, already in [0, 1] (bicubic may overshoot: clip like 8-bit resizing does)
+        arr = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+        arr = np.repeat(arr[:, :, None], channels, axis=2)
+    else:
+        arr = np.asarray(img, dtype=np.float32) / 255.0
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return to_model(torch.from_numpy(arr.copy()).permute(2, 0, 1))
+
+
+def check_finite(arr: np.ndarray | Tensor, what: str) -> None:
+    """Raise a ValueError naming ``what`` (the file, and slice) when ``arr`` holds NaN or infinity."""
+    values = torch.as_tensor(arr)
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:
+        raise ValueError(f"{what}: {bad} of {values.numel()} values are NaN or infinite")
 
 
 def center_crop(x: Tensor, size: int) -> Tensor:
@@ -165,8 +216,9 @@ class ComplexSliceFolder(Dataset):
             raise ValueError(f"cannot read MRI slice {path}: {err}") from err
         if arr.ndim != 2 or not (np.iscomplexobj(arr) or np.issubdtype(arr.dtype, np.floating)):
             raise ValueError(f"{path}: expected a 2-D complex or float array, got {arr.dtype} {arr.shape}")
+        check_finite(arr, f"MRI slice {path}")
         x = torch.from_numpy(arr.astype(np.complex64))
-        x = normalize_complex(center_crop(x, self.size))
+        x = normalize_complex(center_crop(x, self.size), what=f"MRI slice {path}")
         return {"x0": x[None], "index": index, "name": path.stem}
 
 
@@ -215,7 +267,9 @@ class FastMRISlices(Dataset):
                 kspace = torch.from_numpy(np.asarray(f["kspace"][k]).astype(np.complex64))
         except (OSError, ValueError, KeyError) as err:
             raise ValueError(f"cannot read slice {k} of fastMRI file {path}: {err}") from err
-        x = normalize_complex(center_crop(ifft2c(kspace), self.size))
+        what = f"slice {k} of fastMRI file {path}"
+        check_finite(kspace, what)
+        x = normalize_complex(center_crop(ifft2c(kspace), self.size), what=what)
         return {"x0": x[None], "index": index, "name": f"{path.stem}_{k:03d}"}
 
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -23,9 +25,19 @@ def to_unit(x: Tensor) -> Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
-def normalize_complex(x: Tensor) -> Tensor:
-    """Scale a complex image so that its largest magnitude is 1."""
-    peak = x.abs().max()
-    if float(peak) == 0:
-        raise ValueError("cannot normalise an all-zero image")
+def normalize_complex(x: Tensor, what: str = "image") -> Tensor:
+    """Scale a complex image so that its largest magnitude is 1.
+
+    Args:
+        x: the image.
+        what: how error messages name it (e.g. ``"slice 3 of fastMRI file /data/file1.h5"``).
+
+    Raises:
+        ValueError: ``x`` is all zero, or its peak magnitude is not finite (NaN or infinity).
+    """
+    peak = float(x.abs().max())
+    if peak == 0:
+        raise ValueError(f"{what}: all-zero image, cannot scale it to magnitude max 1")
+    if not math.isfinite(peak):
+        raise ValueError(f"{what}: peak magnitude is {peak} (NaN or infinite values), cannot scale it to max 1")
     return x / peak

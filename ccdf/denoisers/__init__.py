@@ -1,6 +1,6 @@
 """Denoisers D(x_t, t) -> x0_hat: protocol, counting wrapper, exact Gaussian priors."""
 
-from ccdf.denoisers.base import CountingDenoiser, Denoiser, DenoiserOutput, as_output
+from ccdf.denoisers.base import CountingDenoiser, Denoiser, DenoiserOutput, PerItemDenoiser, as_output
 from ccdf.denoisers.gaussian import DenseGaussianPrior, GaussianDenoiser, StationaryGaussianPrior
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "Denoiser",
     "DenoiserOutput",
     "GaussianDenoiser",
+    "PerItemDenoiser",
     "StationaryGaussianPrior",
     "as_output",
 ]

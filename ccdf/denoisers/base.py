@@ -73,6 +73,30 @@ class CountingDenoiser(nn.Module):
         self.per_item, self._members = [], None
 
 
+class PerItemDenoiser(nn.Module):
+    """Evaluates a denoiser on one batch item at a time, so that an item's ``x0_hat`` is the same
+    bits whatever batch it came in.
+
+    A network evaluated on a batch of B may take other kernels or summation orders than on a batch
+    of 1 (convolution algorithms, matmul blocking), which changes float32 rounding (in the 7th-8th
+    digit) with the batch size. Evaluated item by item, each call sees the same ``[1, ...]`` shapes.
+    The number of evaluations per item (NFE) is unchanged.
+    """
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        super().__init__()
+        self.inner = denoiser
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor | DenoiserOutput:
+        outs = [self.inner(x_t[b : b + 1], t[b : b + 1] if t.ndim else t) for b in range(x_t.shape[0])]
+        if all(isinstance(o, Tensor) for o in outs):
+            return torch.cat(outs)
+        outs = [as_output(o) for o in outs]
+        has_var = [o.var_frac is not None for o in outs]
+        var_frac = torch.cat([o.var_frac for o in outs]) if all(has_var) else None
+        return DenoiserOutput(torch.cat([o.x0_hat for o in outs]), var_frac)
+
+
 def apply_real_imag(fn, x: Tensor) -> Tensor:
     """Apply a real-valued map to Re(x) and Im(x) separately, as score-MRI does for complex data."""
     if not torch.is_complex(x):

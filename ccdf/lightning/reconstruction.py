@@ -6,12 +6,18 @@ measurement noise, forward jump and reverse-step noise from its own generator, s
 (seed, data-set index), so an image's result does not depend on the number of devices, on
 its batch, or on which other t0 values share the pass. Results go to the store as each batch
 finishes, which makes the loop resumable, and are read back by index (so the items that DDP
-repeats to even out shards count once).
+repeats to even out shards count once). Each result carries its item's content key
+(:func:`ccdf.data.check.item_key`), so a cached result is reused only for the same image.
+
+With ``batch_invariant`` (the default) the networks (denoiser, and the initializer) run one item at
+a time: an image's result is then bit-identical whatever the batch size. Without it they run on
+the whole batch, and results differ between batch sizes by float32 rounding (the noise is the same).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +26,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ccdf.denoisers.base import CountingDenoiser
+from ccdf.data.check import item_key
+from ccdf.data.datasets import UpscaledImageWarning
+from ccdf.denoisers.base import CountingDenoiser, PerItemDenoiser
 from ccdf.evaluation import ResultStore, score_item
 from ccdf.operators.base import Operator, measure
 from ccdf.utils.rng import per_sample_generators
@@ -38,7 +46,9 @@ class PendingItems(Dataset):
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         t0, index = self.work[k]
-        item = self.dataset[index]
+        with warnings.catch_warnings():  # the pre-flight check (ccdf.data.check) reported them once
+            warnings.simplefilter("ignore", UpscaledImageWarning)
+            item = self.dataset[index]
         if int(item["index"]) != index:
             raise RuntimeError(f"data set item {index} reports index {item['index']}")
         return {"x0": item["x0"], "index": index, "name": str(item["name"]), "t0": float(t0)}
@@ -58,6 +68,9 @@ class ReconstructionModule(L.LightningModule):
         is_mri: score magnitudes with fastMRI's conventions.
         lpips: optional LPIPS distance ``[B, 3, H, W] x2 -> [B]`` on [-1, 1] images.
         progress: show the sampler's step bar on rank 0.
+        batch_invariant: run the denoiser and the initializer one item at a time
+            (:class:`ccdf.denoisers.base.PerItemDenoiser`): per-image results are then bit-identical
+            for any batch size; otherwise they differ by float32 rounding between batch sizes.
     """
 
     def __init__(
@@ -75,9 +88,11 @@ class ReconstructionModule(L.LightningModule):
         is_mri: bool = False,
         lpips: nn.Module | None = None,
         progress: bool = True,
+        batch_invariant: bool = True,
     ) -> None:
         super().__init__()
-        self.counter = CountingDenoiser(denoiser)
+        self.batch_invariant = bool(batch_invariant)
+        self.counter = CountingDenoiser(PerItemDenoiser(denoiser) if self.batch_invariant else denoiser)
         self.schedule = schedule
         self.operator = operator
         self.initializer = initializer
@@ -99,7 +114,10 @@ class ReconstructionModule(L.LightningModule):
         t0 = [float(t) for t in batch["t0"]]
         gens = per_sample_generators(self.seed, index)  # on the CPU: the same numbers on any device
         y = measure(self.operator, x0, self.sigma_y, gens)
-        x_init = self.initializer(y, self.operator)
+        if self.batch_invariant:
+            x_init = torch.cat([self.initializer(y[b : b + 1], self.operator) for b in range(y.shape[0])])
+        else:
+            x_init = self.initializer(y, self.operator)
         if x_init.shape != x0.shape:
             raise ValueError(f"initializer returned shape {tuple(x_init.shape)}, images are {tuple(x0.shape)}")
         self.counter.reset()
@@ -115,7 +133,8 @@ class ReconstructionModule(L.LightningModule):
         for b, i in enumerate(index):
             sl = slice(b, b + 1)
             row = score_item(x[sl], x_init[sl], x0[sl], y[sl], self.operator, self.is_mri, self.lpips)
-            row = {"name": batch["name"][b], **row, "nfe": nfe[b], "seconds": seconds * nfe[b] / sum(nfe)}
+            row = {"name": batch["name"][b], "key": item_key(x0[b], batch["name"][b]), **row, "nfe": nfe[b],
+                   "seconds": seconds * nfe[b] / sum(nfe)}  # fmt: skip
             self.store.write_inputs(i, x0[b], x_init[b], y[sl])
             self.store.write(t0[b], i, row, x[b])
         return len(index)
