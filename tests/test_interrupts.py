@@ -24,10 +24,22 @@ from tests.test_train_app import TRAIN
 FAST = [*TRAIN, "training.ckpt_every=2", "training.sample_every=0"]
 
 
-def start(*overrides: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "2"}  # as run_app: the same float sums
-    cmd = [sys.executable, str(ROOT / "run.py"), *overrides]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+@pytest.fixture
+def start():
+    """``start(*overrides, log=path)``: ``python run.py`` in the background; killed if a test leaves it running."""
+    procs: list[subprocess.Popen] = []
+
+    def run(*overrides: str, log: Path) -> subprocess.Popen:
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "2"}  # as run_app: the same float sums
+        cmd = [sys.executable, str(ROOT / "run.py"), *overrides]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
+        return procs[-1]
+
+    yield run
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def signal_when(proc: subprocess.Popen, ready, signum: int, timeout: float = 300) -> float:
@@ -42,7 +54,7 @@ def signal_when(proc: subprocess.Popen, ready, signum: int, timeout: float = 300
 
 
 @pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupted_training_keeps_its_checkpoints_exits_nonzero_and_resumes(tmp_path, signum, status):
+def test_interrupted_training_keeps_its_checkpoints_exits_nonzero_and_resumes(tmp_path, start, signum, status):
     """Before: the run folder (checkpoints included) was deleted, and SIGTERM ended with status 0."""
     run = tmp_path / "run"
     ckpts = run / "checkpoints"
@@ -69,7 +81,7 @@ def test_interrupted_training_keeps_its_checkpoints_exits_nonzero_and_resumes(tm
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
-def test_sigterm_stops_a_reconstruction_promptly_keeping_finished_images(tmp_path):
+def test_sigterm_stops_a_reconstruction_promptly_keeping_finished_images(tmp_path, start):
     """Before: a reconstruction ignored SIGTERM (Lightning's predict loop only records it) and ran to the end."""
     slow = [*APP[:1], "dataset.size=32", *APP[2:], "batch_size=1", "sampler.t0=1", "sampler.num_steps=1000"]
     cache = tmp_path / "cache"
