@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +17,14 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ccdf.operators.base import Operator
 from ccdf.schedules.base import num_steps_from_t0
 from ccdf.utils.io import save_png, write_json
+from ccdf.utils.signals import Interrupted, SignalGuard, signal_name
 
 log = logging.getLogger("ccdf")
 
@@ -39,21 +43,31 @@ class Components:
     sampler: Any  # functools.partial of ccdf.sampling.sample_ccdf
 
 
-def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
+def _instantiate(node: DictConfig, what: str, key: str | None = None, **kwargs: Any) -> Any:
+    """``instantiate(node)``. A ``ValueError``/``TypeError`` of the target whose message starts with one of
+    the node's keys is re-raised naming the config key: ``center_fraction must be in [0, 1)`` from
+    ``cfg.operator`` becomes ``operator.center_fraction must be in [0, 1)``."""
     target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
-    obj = instantiate(node, _convert_="all", **kwargs)
+    try:
+        obj = instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        first = str(cause).split(" ", 1)[0].rstrip(":") if cause is not None else ""
+        if key and isinstance(cause, ValueError | TypeError) and isinstance(node, DictConfig) and first in node:
+            raise ValueError(f"{key}.{cause}") from cause
+        raise
     log.info("%s: %s", what, target)
     return obj
 
 
 def build(cfg: DictConfig) -> Components:
     """Instantiate dataset, schedule, denoiser, operator, initializer and sampler (one call each)."""
-    dataset = _instantiate(cfg.dataset.data, "dataset")
-    schedule = _instantiate(cfg.model.schedule, "schedule")
-    denoiser = _instantiate(cfg.model.denoiser, "denoiser", schedule=schedule)
-    operator = _instantiate(cfg.operator, "operator")
-    initializer = _instantiate(cfg.initializer, "initializer")
-    sampler = _instantiate(cfg.sampler, "sampler")
+    dataset = _instantiate(cfg.dataset.data, "dataset", "dataset.data")
+    schedule = _instantiate(cfg.model.schedule, "schedule", "model.schedule")
+    denoiser = _instantiate(cfg.model.denoiser, "denoiser", "model.denoiser", schedule=schedule)
+    operator = _instantiate(cfg.operator, "operator", "operator")
+    initializer = _instantiate(cfg.initializer, "initializer", "initializer")
+    sampler = _instantiate(cfg.sampler, "sampler", "sampler")
     return Components(dataset, schedule, denoiser, operator, initializer, sampler)
 
 
@@ -102,14 +116,58 @@ def missing_values(node: DictConfig, prefix: str = "") -> list[str]:
     return out
 
 
-def apply_model_sampler_defaults(cfg: DictConfig) -> None:
-    """A model's ``sampler_defaults`` (e.g. IDDPM's learned variance) fill the sampler settings
-    that the command line did not set explicitly."""
-    defaults = cfg.model.get("sampler_defaults") or {}
-    given = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
-    for key, value in defaults.items():
-        if f"sampler.{key}" not in given:
-            cfg.sampler[key] = value
+def non_finite_values(node: DictConfig | ListConfig, prefix: str = "") -> list[tuple[str, float]]:
+    """Dotted keys whose (resolved) value is a NaN or infinite float, Hydra's own node excluded.
+
+    Values that are missing or do not resolve are left to the other checks.
+    """
+    out: list[tuple[str, float]] = []
+    keys = range(len(node)) if isinstance(node, ListConfig) else node.keys()
+    for key in keys:
+        name = f"{prefix}{key}"
+        if name == "hydra":
+            continue
+        try:
+            value = node[key]
+        except Exception:  # noqa: BLE001 - missing (???) or unresolvable here: reported elsewhere
+            continue
+        if isinstance(value, DictConfig | ListConfig):
+            out += non_finite_values(value, f"{name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append((name, value))
+    return out
+
+
+def config_int(cfg: DictConfig, key: str, minimum: int | None = None) -> int:
+    """The integer at ``key`` (an integral float such as 2.0 is accepted), else an error naming the key."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{key} must be >= {minimum}, got {value}")
+    return value
+
+
+def config_float(cfg: DictConfig, key: str, *, low: float | None = None, high: float | None = None,
+                 high_open: bool = False) -> float:  # fmt: skip
+    """The finite number at ``key`` in ``[low, high]`` (``[low, high)`` with ``high_open``), else an error
+    naming the key."""
+    value = OmegaConf.select(cfg, key)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+    if (low is not None and number < low) or (high is not None and (number >= high if high_open else number > high)):
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"{key} must be in [{lo}, {hi}{')' if high_open or high is None else ']'}, got {value!r}")
+    return number
 
 
 def validate(cfg: DictConfig) -> None:
@@ -124,17 +182,64 @@ def validate(cfg: DictConfig) -> None:
                          f"e.g. {missing[0]}=...")  # fmt: skip
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose one of {MODES}")
-    if cfg.mode in ("train", "theory"):
+    config_int(cfg, "seed")
+    bad = non_finite_values(cfg)
+    if bad:
+        listing = ", ".join(f"{key}={value}" for key, value in bad)
+        raise ValueError(f"non-finite config value(s): {listing}; every number must be finite")
+    if cfg.mode == "theory":
         return  # the theory report checks its own values (ccdf.theory.report.write_report)
+    if cfg.mode == "train":
+        check_training(cfg)
+        return
     if is_auto_t0(cfg):
         check_auto_t0(cfg)
     else:
         sweep_t0s(cfg)
     check_respacing(cfg)
-    if int(cfg.batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if float(cfg.sigma_y) < 0:
-        raise ValueError(f"sigma_y must be >= 0, got {cfg.sigma_y}")
+    config_int(cfg, "batch_size", 1)
+    config_int(cfg, "grid_images", 0)
+    config_int(cfg, "eval.num_workers", 0)
+    if cfg.sampler.get("corrector"):
+        config_int(cfg, "sampler.n_corrector", 0)
+    config_float(cfg, "sigma_y", low=0)
+    check_output_folders(cfg)
+
+
+def check_training(cfg: DictConfig) -> None:
+    """``mode=train``'s numbers, checked before the net is built."""
+    tc = "training"
+    config_int(cfg, f"{tc}.max_steps", 1)
+    config_int(cfg, f"{tc}.global_batch", 1)
+    for key in ("ckpt_every", "sample_every", "warmup_steps", "num_workers"):
+        config_int(cfg, f"{tc}.{key}", 0)
+    if config_float(cfg, f"{tc}.lr", low=0) <= 0:
+        raise ValueError(f"{tc}.lr must be > 0, got {cfg.training.lr}")
+    config_float(cfg, f"{tc}.ema_decay", low=0, high=1, high_open=True)
+    resume = cfg.training.get("resume")
+    if resume is not None and not Path(str(resume)).is_file():
+        raise ValueError(f"training.resume: checkpoint file not found: {resume}")
+
+
+def check_output_folders(cfg: DictConfig) -> None:
+    """The folders a reconstruction reads or writes after sampling, checked before it starts:
+    ``eval.fid_ref`` (when FID is on) must hold images, ``eval.cache_dir`` must be writable."""
+    if bool(cfg.eval.fid) and cfg.eval.get("fid_ref"):
+        from ccdf.metrics.fid import IMAGE_EXTENSIONS, list_images
+
+        ref = Path(str(cfg.eval.fid_ref))
+        if not ref.is_dir():
+            raise ValueError(f"eval.fid_ref: reference image folder not found: {ref}")
+        if not list_images(ref):
+            raise ValueError(f"eval.fid_ref: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {ref}")
+    cache = Path(str(cfg.eval.cache_dir))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ccdf-write-test-", dir=cache)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"eval.cache_dir: cannot write to {cache} ({err.strerror or err})") from None
 
 
 def check_respacing(cfg: DictConfig) -> None:
@@ -157,35 +262,83 @@ def check_respacing(cfg: DictConfig) -> None:
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Entry point called by ``run.py``; returns the mean PSNR (the metric sweepers optimise)."""
+    """Entry point called by ``run.py``; returns the mean PSNR (the metric sweepers optimise).
+
+    A failing run removes what it wrote (never a file that was in the run folder before it started,
+    see :func:`_remove_partial_run`). SIGINT (Ctrl-C) and SIGTERM stop the run with exit status 130 and
+    143 (``128 + signum``, :mod:`ccdf.utils.signals`): training first writes ``checkpoints/last.ckpt``
+    and keeps its folder (``training.resume=<that file>`` continues it); a reconstruction keeps its
+    finished images in the result cache (the same command resumes) and is otherwise removed like a
+    failed run.
+    """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     job_name = HydraConfig.get().job.name
+    before = _earlier_files(run_dir, job_name)
     written: list[Path] = []
-    try:
-        apply_model_sampler_defaults(cfg)
-        validate(cfg)
-        torch.manual_seed(int(cfg.seed))  # library code never uses the global generator; this is a guard
-        if cfg.mode == "train":
-            return train(cfg, run_dir, written)
-        if cfg.mode == "theory":
-            return theory(cfg, run_dir, written)
-        return reconstruct(cfg, run_dir, written)
-    except BaseException:
-        _remove_partial_run(run_dir, written, job_name)
-        raise
+    with SignalGuard() as guard:
+        try:
+            validate(cfg)
+            torch.manual_seed(int(cfg.seed))  # library code never uses the global generator; this is a guard
+            if cfg.mode == "train":
+                return train(cfg, run_dir, written, guard)
+            if cfg.mode == "theory":
+                return theory(cfg, run_dir, written)
+            return reconstruct(cfg, run_dir, written)
+        except BaseException as err:
+            signum = err.signum if isinstance(err, Interrupted) else guard.received
+            if signum is None:  # a failure
+                ckpts = [p for p in (run_dir / "checkpoints").glob("*") if p not in before]
+                if cfg.get("mode") == "train" and ckpts:
+                    log.error("training failed; the checkpoints it wrote are kept in %s", run_dir / "checkpoints")
+                else:
+                    _remove_partial_run(run_dir, written, job_name, before)
+                raise
+            if cfg.get("mode") == "train":
+                log.warning("training interrupted by %s: the run folder %s and its checkpoints are kept",
+                            signal_name(signum), run_dir)  # fmt: skip
+            else:
+                _remove_partial_run(run_dir, written, job_name, before)
+                log.warning("interrupted by %s: finished images stay in the result cache; run the same command "
+                            "again to resume", signal_name(signum))  # fmt: skip
+            raise SystemExit(128 + signum) from None
 
 
-def _remove_partial_run(run_dir: Path, written: list[Path], job_name: str) -> None:
-    """Delete what this run wrote (and Hydra's own files), then the folder if it is empty."""
+def _earlier_files(run_dir: Path, job_name: str) -> set[Path]:
+    """Everything in the run folder before this run started, except Hydra's files of this run
+    (``.hydra/`` and ``<job>.log``, which Hydra writes, or appends to, before ``main`` runs)."""
+    if not run_dir.is_dir():
+        return set()
+    own = {run_dir / ".hydra", run_dir / f"{job_name}.log"}
+    return {p for p in run_dir.rglob("*") if not any(p == o or o in p.parents for o in own)}
+
+
+def _remove_partial_run(run_dir: Path, written: list[Path], job_name: str, before: set[Path] = frozenset()) -> None:
+    """Delete what this failed run wrote: the paths in ``written`` (folders: only the files in them that
+    were not in ``before``). When the folder held an earlier run (``before`` not empty) Hydra's
+    ``.hydra/`` and log stay; otherwise they go too, and the folder if it is then empty."""
     for path in written:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
+        if path.is_dir() and not path.is_symlink():
+            for sub in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # deepest first
+                if sub in before:
+                    continue
+                if sub.is_dir() and not sub.is_symlink():
+                    _rmdir_if_empty(sub)
+                else:
+                    sub.unlink(missing_ok=True)
+            if path not in before:
+                _rmdir_if_empty(path)
+        elif path not in before:
             path.unlink(missing_ok=True)
+    if before:
+        return
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     (run_dir / f"{job_name}.log").unlink(missing_ok=True)
+    _rmdir_if_empty(run_dir)
+
+
+def _rmdir_if_empty(path: Path) -> None:
     try:
-        run_dir.rmdir()  # only succeeds when empty: never removes anything it did not write
+        path.rmdir()  # only succeeds when empty: never removes anything it did not write
     except OSError:
         pass
 
@@ -243,8 +396,9 @@ def sweep_t0s(cfg: DictConfig) -> list[float]:
     """``eval.t0s`` (all in one batched pass) or the single ``sampler.t0``, checked."""
     t0s = cfg.eval.get("t0s")
     values = [_as_t0(t, "eval.t0s") for t in t0s] if t0s else [_as_t0(cfg.sampler.t0, "sampler.t0")]
+    num_steps = config_int(cfg, "sampler.num_steps", 1)
     for t in values:
-        num_steps_from_t0(t, int(cfg.sampler.num_steps))
+        num_steps_from_t0(t, num_steps)
     if len(set(values)) != len(values):
         raise ValueError(f"eval.t0s has repeated values: {values}")
     return values
@@ -252,9 +406,12 @@ def sweep_t0s(cfg: DictConfig) -> list[float]:
 
 def _as_t0(value: Any, key: str) -> float:
     try:
-        return float(value)
+        t0 = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{key} must be a number in (0, 1] or 'auto', got {value!r}") from None
+    if not 0.0 < t0 <= 1.0:  # NaN included
+        raise ValueError(f"{key} must be in (0, 1], got {value!r}")
+    return t0
 
 
 def is_auto_t0(cfg: DictConfig) -> bool:
@@ -277,8 +434,17 @@ def check_auto_t0(cfg: DictConfig) -> None:
         value = ac.get(key)
         if value is not None and not float(value) >= (0 if key == "init_mse" else 1e-300):
             raise ValueError(f"auto_t0.{key} must be {'>= 0' if key == 'init_mse' else '> 0'}, got {value}")
-    from ccdf.theory.auto import BASES
+    from ccdf.theory.auto import BASES, closed_form_sampler
 
+    sampler_name = HydraConfig.get().runtime.choices.get("sampler") if HydraConfig.initialized() else None
+    if cfg.sampler.get("solver") is not None or str(cfg.sampler.get("dc", "project")) not in ("project", "none"):
+        raise ValueError(
+            f"sampler.t0=auto does not cover sampler={sampler_name or '?'}: its closed form (docs/theory.md) is derived "
+            "for the classic solvers (sampler=ccdf, ddim, ve_pc: DDPM, DDIM and VE predictor-corrector steps with "
+            "dc=project or none); give a number as sampler.t0"
+        )
+    closed_form_sampler(cfg.sampler.get("step"), cfg.sampler.get("eta", 0.0) or 0.0,
+                        corrector=cfg.sampler.get("corrector"))  # fmt: skip
     if str(ac.basis) not in BASES:
         raise ValueError(f"auto_t0.basis must be one of {BASES}, got {ac.basis!r}")
     num_steps_from_t0(1.0, int(cfg.sampler.num_steps))
@@ -300,8 +466,7 @@ def resolve_auto_t0(cfg: DictConfig, comps: Components) -> dict[str, Any] | None
         for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items()
         if k not in ("_target_", "_partial_", "t0", "num_steps")
     }
-    use_gpu = torch.cuda.is_available() and str(cfg.eval.accelerator) != "cpu"
-    device = torch.device("cuda" if use_gpu else "cpu")
+    device = eval_device(cfg)
     for module in (comps.denoiser, comps.operator, comps.initializer):
         if isinstance(module, torch.nn.Module):
             module.to(device)
@@ -328,6 +493,13 @@ def resolve_auto_t0(cfg: DictConfig, comps: Components) -> dict[str, Any] | None
         choice.calib_images, choice.seconds, choice.predicted_mse, choice.predicted_mse_no_diffusion,
     )  # fmt: skip
     return choice.to_dict()
+
+
+def eval_device(cfg: DictConfig) -> torch.device:
+    """Where the app's own evaluation work (auto-t0 calibration, Inception features) runs:
+    CUDA when available and ``eval.accelerator`` is not ``cpu``."""
+    use_gpu = torch.cuda.is_available() and str(cfg.eval.accelerator) != "cpu"
+    return torch.device("cuda" if use_gpu else "cpu")
 
 
 def theory(cfg: DictConfig, run_dir: Path, written: list[Path]) -> None:
@@ -502,7 +674,7 @@ def _load_inception(cfg: DictConfig, is_mri: bool) -> Any:
     from ccdf.metrics import MissingWeightsError, load_inception
 
     try:
-        return load_inception(cfg.paths.metric_weights, device="cuda" if torch.cuda.is_available() else "cpu")
+        return load_inception(cfg.paths.metric_weights, device=eval_device(cfg))
     except MissingWeightsError as err:
         log.warning("FID/KID skipped: %s", err)
         return None
@@ -521,7 +693,7 @@ def _distribution_metrics(cfg: DictConfig, store: Any, t0: float, inception: Any
     return {**out, **{f"init_{k}": v for k, v in init.items()}}
 
 
-def train(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
+def train(cfg: DictConfig, run_dir: Path, written: list[Path], guard: SignalGuard | None = None) -> float:
     """``mode=train``: fit ``model.net`` with ``training.loss`` on ``dataset.train_data`` (Lightning)."""
     from functools import partial
 
@@ -551,25 +723,45 @@ def train(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
     export = ExportWeights(ckpt_dir, str(cfg.model.family), net_config, every_n_steps=int(tc.ckpt_every))
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from ccdf.lightning.callbacks import SampleGrid
+    from ccdf.lightning.callbacks import SampleGrid, StopOnSignal
 
     shape = (int(net_config["in_channels"]), int(cfg.dataset.size), int(cfg.dataset.size))
     written.append(run_dir / "samples")
 
+    guard = guard if guard is not None else SignalGuard()
+    stop = StopOnSignal(guard, ckpt_dir)
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                         every_n_train_steps=int(tc.ckpt_every), save_last=True, save_top_k=-1),
         export,
         SampleGrid(run_dir / "samples", shape, every_n_steps=int(tc.sample_every), seed=int(cfg.seed)),
+        stop,
     ]  # fmt: skip
     loggers = build_loggers(cfg)
     written += [run_dir / "csv", run_dir / "wandb"]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(module, datamodule=data, ckpt_path=tc.resume)
+    try:
+        with guard.deferred():  # a signal stops training at the end of its step, with a checkpoint
+            trainer.fit(module, datamodule=data, ckpt_path=tc.resume)
+        guard.check()  # a signal during the last step's end
+    except BaseException:
+        if guard.received is not None:
+            if stop.saved is not None:
+                log.warning("stopped at step %d with a checkpoint; continue with: training.resume=%s",
+                            trainer.global_step, stop.saved)  # fmt: skip
+            elif (ckpt_dir / "last.ckpt").is_file():
+                log.warning("continue from the last periodic checkpoint: training.resume=%s", ckpt_dir / "last.ckpt")
+        raise
     final = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    if math.isnan(final) and "train/loss" not in trainer.callback_metrics:
+        final = None
+    elif not math.isfinite(final):
+        raise FloatingPointError(f"the training loss is {final} at step {trainer.global_step}: training diverged "
+                                 f"(the checkpoints in {ckpt_dir} may hold non-finite weights)")  # fmt: skip
     result = {"mode": "train", "model": str(cfg.model.name), "steps": int(trainer.global_step),
               "final_loss": final, "weights": str(ckpt_dir / "ema_last.safetensors")}  # fmt: skip
     written.append(write_json(run_dir / "train.json", result))
-    log.info("trained %s for %d steps, last loss %.4f -> sample with: model=%s model.ckpt=%s",
-             cfg.model.name, trainer.global_step, final, cfg.model.name, ckpt_dir / "ema_last.safetensors")  # fmt: skip
-    return final
+    log.info("trained %s for %d steps, last loss %s -> sample with: model=%s model.ckpt=%s",
+             cfg.model.name, trainer.global_step, "n/a" if final is None else f"{final:.4f}", cfg.model.name,
+             ckpt_dir / "ema_last.safetensors")  # fmt: skip
+    return math.nan if final is None else final

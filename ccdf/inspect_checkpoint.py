@@ -3,7 +3,8 @@
 Prints the container and layout, the network family, tensor and parameter counts, the key
 fingerprint (docs/CHECKPOINTS.md convention: sha256 over the sorted ``"key shape"`` rows, first
 16 hex digits, over our key names; the fingerprint of the file's own names is printed too), the
-matching preset and config, and the ``python run.py`` overrides that load it. The file is read with
+matching preset and config, and the ``python run.py`` command that loads it (the file's absolute path,
+quoted for the shell and for Hydra where needed: it runs as printed). The file is read with
 ``torch.load(weights_only=True)`` or safetensors: nothing in it is executed.
 
 Exit status: 0 when the file was read, 1 when it cannot be read (missing, truncated, corrupt,
@@ -58,7 +59,7 @@ def format_info(info: CheckpointInfo) -> str:
         lines += [f"             {c}" for c in info.commands[1:]]
     elif ext.family is not None:
         lines.append(
-            "load with:   no run.py config fits an unknown configuration; in Python: "
+            "load with:   no run.py task fits this configuration; in Python: "
             f"ccdf.denoisers.loaders.load_net(PATH, family={ext.family!r}, config={{...}})"
         )
     return "\n".join(lines)

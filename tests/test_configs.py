@@ -90,7 +90,7 @@ MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
 @pytest.mark.parametrize("model", MODELS)
 def test_model_configs_compose(model):
-    from ccdf.app import apply_model_sampler_defaults, missing_values
+    from ccdf.app import missing_values
 
     cfg = compose_cfg(["task=sr4", f"model={model}"])
     HydraConfig.instance().set_config(cfg)
@@ -98,12 +98,10 @@ def test_model_configs_compose(model):
     OmegaConf.to_container(cfg.training, resolve=True)
     schedule = instantiate(cfg.model.schedule)
     assert schedule.kind in ("vp", "ve")
-    apply_model_sampler_defaults(cfg)
-    if model.startswith("iddpm"):
+    if model.startswith("iddpm"):  # the model's sampler_defaults, through the sampler's interpolations
         assert cfg.sampler.variance == "learned" and cfg.sampler.x0_clip == 1.0
     cfg = compose_cfg(["task=sr4", f"model={model}", "sampler.variance=beta"])
     HydraConfig.instance().set_config(cfg)
-    apply_model_sampler_defaults(cfg)
     assert cfg.sampler.variance == "beta"  # the command line wins
 
 

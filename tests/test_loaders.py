@@ -442,3 +442,85 @@ def test_inspect_as_a_module(tmp_path):
     assert ok.returncode == 0 and "fastmri_unet" in ok.stdout, ok.stderr
     bad = subprocess.run([*cmd, str(tmp_path / "x.pt")], capture_output=True, text=True, env=env, cwd=ROOT)
     assert bad.returncode == 1 and "not found" in bad.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Non-finite weights; the printed command runs as printed
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["plain", "ccdf"])
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf")])
+def test_non_finite_weights_are_refused_naming_the_file_and_tensor(tmp_path, layout, bad):
+    """Before: a checkpoint with NaN/inf weights loaded, and every reconstruction came out NaN."""
+    net = small_net("guided_unet")
+    key = "input_blocks.0.0.weight"  # the first tensor of the state dict
+    with torch.no_grad():
+        net.state_dict()[key].view(-1)[3] = bad
+    path = L.save_checkpoint(tmp_path / ("w.safetensors" if layout == "ccdf" else "w.pt"), net, layout=layout,
+                             family="guided_unet", config=SMALL["guided_unet"])  # fmt: skip
+    counts = "1 NaN and 0 infinite" if bad != bad else "0 NaN and 1 infinite"
+    with pytest.raises(L.NonFiniteCheckpointError) as err:
+        L.load_net(path, family="guided_unet", config=SMALL["guided_unet"])
+    assert f"checkpoint {str(path)!r} holds non-finite weights: tensor {key!r} [32, 3, 3, 3] has {counts}" in str(
+        err.value
+    )
+
+
+CUSTOM = [  # ccdf files of non-preset configs, as ccdf's training (or a user) writes them
+    ("guided_unet", {}),  # learned variance (6 output channels)
+    ("guided_unet", {"out_channels": 3}),  # eps only: what `mode=train model=unet_small` exports
+    ("ncsnpp", {}),
+    ("rrdbnet", {}),
+    ("rrdbnet", {"scale": 8}),
+    ("fastmri_unet", {}),
+]
+
+
+@pytest.mark.parametrize("family,change", CUSTOM, ids=[f"{f}-{'-'.join(map(str, c.values())) or 'small'}"
+                                                      for f, c in CUSTOM])  # fmt: skip
+def test_inspect_prints_a_command_that_runs_as_printed(tmp_path, capsys, family, change):
+    """The `load with:` line, split as a shell splits it, composes, validates, builds and reconstructs (at the
+    smoke size). The folder name has a space and a comma: quoted for the shell and for Hydra's grammar.
+    Before: the path went in unquoted, an eps-only UNet got model=iddpm_ffhq256 (learned variance: the first
+    step failed) and an x8 RRDBNet got task=sr4."""
+    import shlex
+
+    import ccdf.app as app
+    from tests.test_app_checks import app_cfg
+
+    config = {**SMALL[family], **change}
+    path = L.save_checkpoint(tmp_path / "my ckpts, v1" / "w.safetensors", randomize(L.build_net(family, config), 0),
+                             layout="ccdf", family=family, config=config)  # fmt: skip
+    assert inspect_checkpoint.main([str(path)]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("load with:")]
+    argv = shlex.split(line.removeprefix("load with:"))
+    assert argv[:2] == ["python", "run.py"] and any(str(path) in a for a in argv), argv
+    cfg = app_cfg(tmp_path, *argv[2:], "debug=smoke", "dataset.size=32")
+    app.validate(cfg)
+    comps = app.build(cfg)
+    x0 = comps.dataset[0]["x0"][None]
+    y = comps.operator(x0)
+    x_init = comps.initializer(y, comps.operator)
+    x = comps.sampler(comps.denoiser, comps.schedule, comps.operator, y, x_init, generator=torch.Generator())
+    assert x.shape == x0.shape and bool(torch.isfinite(torch.view_as_real(x) if x.is_complex() else x).all())
+
+
+def test_inspect_names_no_command_when_no_task_fits(tmp_path, capsys):
+    config = {**SMALL["rrdbnet"], "scale": 2}  # ESRGANInitializer takes x4, x8 and x16 only
+    path = L.save_checkpoint(tmp_path / "w.safetensors", L.build_net("rrdbnet", config), layout="ccdf",
+                             family="rrdbnet", config=config)  # fmt: skip
+    assert inspect_checkpoint.main([str(path)]) == 0
+    assert "load with:   no run.py task fits this configuration; in Python: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["/a/b-c_d.e+f@g%h.pt", "/my ckpts, v1/w.pt", "/x/it's [1]=(2)${y}.pt", "1.5"])
+def test_command_value_reaches_hydra_unchanged(value):
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    (arg,) = shlex.split(f"model.ckpt={L.command_value(value)}")
+    parsed = OverridesParser.create().parse_override(arg).value()
+    assert OmegaConf.create({"ckpt": parsed}).ckpt == value  # `${` escaped: no interpolation

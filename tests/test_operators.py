@@ -175,6 +175,25 @@ def test_mask_errors():
         Inpainting.from_file("/nonexistent/mask.png", 16)
 
 
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: cartesian_mask(100, 4, -0.1), r"center_fraction must be in \[0, 1\), got -0.1"),  # ran with no centre
+        (lambda: cartesian_mask(100, 4, float("nan")), r"center_fraction must be in \[0, 1\), got nan"),
+        (lambda: cartesian_mask(100, float("nan"), 0.08), "acceleration must be >= 1, got nan"),
+        (lambda: cartesian_mask(100.5, 4, 0.08), "image_size .* must be a positive integer, got 100.5"),
+        (lambda: Inpainting.random(16, float("nan")), r"ratio .* must be in \[0, 1\), got nan"),
+        (lambda: Inpainting.box(16, 0), "box_size must be a positive integer"),
+        (lambda: Inpainting.box(16.5, 4), "image_size must be a positive integer"),  # was truncated to 16
+        (lambda: SuperResolution(2.5), "factor must be a positive integer, got 2.5"),  # was truncated to 2
+    ],
+)
+def test_operator_values_out_of_range(make, message):
+    """Each message starts with the argument's name (the app prefixes the config key: operator.<name>)."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
 def test_fft2c_is_unitary_and_centred():
     x = rand((1, 1, 8, 8), True, 0)
     torch.testing.assert_close(ifft2c(fft2c(x)), x)

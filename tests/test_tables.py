@@ -49,12 +49,11 @@ def cells():
 
 @pytest.mark.parametrize("name,variant,row,col", list(cells()))
 def test_every_cell_composes(name, variant, row, col):
-    from ccdf.app import apply_model_sampler_defaults, missing_values
+    from ccdf.app import missing_values
 
     var = TABLES[name].variants[variant]
     cfg = compose_cfg([f"experiment={var.experiment}", *row.overrides, *col.overrides])
     HydraConfig.instance().set_config(cfg)
-    apply_model_sampler_defaults(cfg)
     # the full scale needs only the data folder; the small variant runs as composed
     assert missing_values(cfg) == ([] if variant == "small" else ["dataset.root"])
     for key in ("model", "operator", "initializer", "sampler", "eval"):

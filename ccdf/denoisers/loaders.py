@@ -33,7 +33,8 @@ layout tag             what the file holds
 
 Loading is strict: any missing, unexpected or mis-shaped key raises
 :class:`CheckpointMismatchError`, whose message lists the offending keys and, when the file's
-key/shape fingerprint matches a known preset, names it. Fingerprint convention
+key/shape fingerprint matches a known preset, names it; NaN or infinite weights raise
+:class:`NonFiniteCheckpointError` naming the file and the first such tensor. Fingerprint convention
 (CHECKPOINTS.md): ``sha256("\n".join(sorted(f"{key} {d0,d1,...}")))[:16]``.
 """
 
@@ -44,6 +45,7 @@ import hashlib
 import json
 import pickle
 import re
+import shlex
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -68,9 +70,11 @@ __all__ = [
     "CheckpointNotFoundError",
     "CheckpointReadError",
     "Extracted",
+    "NonFiniteCheckpointError",
     "Preset",
     "UnsafeCheckpointError",
     "build_net",
+    "check_finite",
     "check_state_dict",
     "describe_checkpoint",
     "extract_state_dict",
@@ -102,6 +106,10 @@ class CheckpointReadError(CheckpointError):
 
 class UnsafeCheckpointError(CheckpointError):
     """The pickle holds objects other than tensors and plain containers (``weights_only`` refused it)."""
+
+
+class NonFiniteCheckpointError(CheckpointError):
+    """The file holds NaN or infinite weights (a diverged or corrupted training run)."""
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -789,6 +797,20 @@ def check_state_dict(
     raise CheckpointMismatchError("\n  ".join(parts), missing, unexpected, mismatched, matches)
 
 
+def check_finite(sd: Mapping[str, Tensor], *, source: str = "the checkpoint") -> None:
+    """Raise :class:`NonFiniteCheckpointError` naming the first tensor with a NaN or infinite entry."""
+    bad = [k for k, v in sd.items() if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return
+    v = sd[bad[0]]
+    nan, inf = int(torch.isnan(v).sum()), int(torch.isinf(v).sum())
+    more = f"; {len(bad) - 1} more tensor(s) too: {_fmt_keys(bad[1:], 5)}" if len(bad) > 1 else ""
+    raise NonFiniteCheckpointError(
+        f"{source} holds non-finite weights: tensor {bad[0]!r} {list(v.shape)} has {nan} NaN and {inf} infinite "
+        f"value(s){more}. The file cannot produce finite outputs (a diverged or damaged training run?)"
+    )
+
+
 def load_state_dict_into(
     net: nn.Module,
     sd: Mapping[str, Tensor],
@@ -804,6 +826,7 @@ def load_state_dict_into(
     absent from the file then stay on ``meta`` until :func:`load_net` recomputes them.
     """
     check_state_dict(net, sd, family=family, expected=expected, source=source)
+    check_finite(sd, source=source)
     target = net.state_dict()
     full = {
         k: (sd[k].to(dtype=ref.dtype) if sd[k].dtype != ref.dtype else sd[k]) for k, ref in target.items() if k in sd
@@ -1056,10 +1079,12 @@ def describe_checkpoint(path: str | Path, *, family: str | None = None, use_ema:
         config = dict(PRESETS[presets[0]].config)
     if config is None:
         config = infer_config(ext.family, sd)
-    shown = str(raw.path)
+    shown = command_value(str(raw.path.absolute()))  # the command works from any folder
     commands = [PRESETS[m].command.format(ckpt=shown) for m in presets]
-    if not presets and ext.family is not None and "ccdf.config" in ext.metadata:
-        commands.append(_custom_command(ext.family, shown))
+    if not presets and ext.family is not None and config is not None and "ccdf.config" in ext.metadata:
+        custom = _custom_command(ext.family, shown, config)
+        if custom is not None:
+            commands.append(custom)
     return CheckpointInfo(
         path=raw.path,
         size_bytes=raw.path.stat().st_size,
@@ -1075,11 +1100,55 @@ def describe_checkpoint(path: str | Path, *, family: str | None = None, use_ema:
     )
 
 
-def _custom_command(family: str, path: str) -> str:
-    """Overrides for a ccdf file of a non-preset config (the config is read from the file)."""
-    return {
-        "guided_unet": f"python run.py task=sr4 model=iddpm_ffhq256 model.preset=null model.ckpt={path}",
-        "ncsnpp": f"python run.py task=mri model=ncsnpp_fastmri320 model.preset=null model.ckpt={path}",
-        "rrdbnet": f"python run.py task=sr4 initializer=esrgan initializer.preset=null initializer.ckpt={path}",
-        "fastmri_unet": f"python run.py task=mri initializer=unet initializer.preset=null initializer.ckpt={path}",
-    }[family]
+def _custom_command(family: str, path: str, config: Mapping[str, Any]) -> str | None:
+    """Overrides for a ccdf file of a non-preset config (the config is read from the file), or None when
+    no ``run.py`` task fits the network (e.g. an x2 RRDBNet, a 3-channel NCSN++)."""
+    c = dict(config)
+    if family == "guided_unet":
+        if c.get("in_channels") != 3:
+            return None
+        if c.get("out_channels") == 2 * c["in_channels"]:  # learned variance: IDDPM's sampler settings
+            return f"python run.py task=sr4 model=iddpm_ffhq256 model.preset=null model.ckpt={path}"
+        return f"python run.py task=sr4 model=unet_small model.ckpt={path}"  # eps only (ccdf's own training)
+    if family == "ncsnpp":
+        if c.get("num_channels", 1) != 1:
+            return None
+        return f"python run.py task=mri model=ncsnpp_fastmri320 model.preset=null model.ckpt={path}"
+    if family == "rrdbnet":
+        scale = c.get("scale")
+        if scale not in (4, 8, 16) or c.get("num_in_ch") != 3 or c.get("num_out_ch") != 3:
+            return None
+        return f"python run.py task=sr{scale} initializer=esrgan initializer.preset=null initializer.ckpt={path}"
+    if family == "fastmri_unet":
+        if c.get("in_chans") != 1 or c.get("out_chans") != 1:
+            return None
+        return f"python run.py task=mri initializer=unet initializer.preset=null initializer.ckpt={path}"
+    return None
+
+
+_HYDRA_PLAIN = re.compile(r"[A-Za-z0-9_/+.@%*?|:-]+")
+_HYDRA_NOT_STRING = re.compile(r"[-+]?[0-9_.]+([eE][-+]?[0-9]+)?|true|false|null|nan|inf", re.IGNORECASE)
+_SHELL_PLAIN = re.compile(r"[A-Za-z0-9_/+.@%:,=-]+")
+
+
+def command_value(value: str) -> str:
+    """``value`` (a file path) written so that ``key=<result>`` on a shell command line reaches Hydra as ``value``.
+
+    Hydra's override grammar needs quotes around spaces, commas, brackets, ``=`` and the like (inside them
+    ``'`` and trailing backslashes are escaped) and OmegaConf needs ``${`` escaped; the shell then needs
+    quotes around the Hydra quotes.
+
+    >>> command_value("/data/ckpt/ffhq_10m.pt")
+    '/data/ckpt/ffhq_10m.pt'
+    >>> print(command_value("/my ckpts, v1/w.pt"))
+    "'/my ckpts, v1/w.pt'"
+    """
+    if not _HYDRA_PLAIN.fullmatch(value) or value.startswith("-") or _HYDRA_NOT_STRING.fullmatch(value):
+        body = value.replace("${", "\\${")
+        body = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, body).replace("'", "\\'")
+        value = f"'{body}'"
+    if _SHELL_PLAIN.fullmatch(value):
+        return value
+    if not re.search(r'["$`\\!]', value):
+        return f'"{value}"'
+    return shlex.quote(value)

@@ -8,6 +8,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from ccdf.denoisers.adapters import EpsDenoiser, VEScoreDenoiser
 from ccdf.lightning.base import TrainingModule
 from ccdf.training.losses import ve_dsm_loss, vp_eps_loss
 
@@ -15,6 +16,13 @@ LOSSES: dict[str, Callable] = {
     "vp_eps": vp_eps_loss,
     "vp_hybrid": partial(vp_eps_loss, learn_sigma=True),
     "ve_dsm": ve_dsm_loss,
+}
+
+#: The denoiser adapter (:mod:`ccdf.denoisers.adapters`) for the parameterisation each loss trains.
+ADAPTERS: dict[str, Callable[[nn.Module, object], nn.Module]] = {
+    "vp_eps": EpsDenoiser,
+    "vp_hybrid": EpsDenoiser,
+    "ve_dsm": VEScoreDenoiser,
 }
 
 
@@ -60,3 +68,8 @@ class DiffusionModule(TrainingModule):
         loss = per_item.mean()
         self.log_loss(loss, x0.shape[0])
         return loss
+
+    def denoiser(self, net: nn.Module | None = None) -> nn.Module:
+        """``net`` (default: the trained one) as D(x_t, t) -> x0_hat for the loss's parameterisation:
+        an eps adapter on the VP chain for ``vp_*``, the score adapter (Tweedie) for ``ve_dsm``."""
+        return ADAPTERS[self.hparams.loss](self.net if net is None else net, self.schedule)

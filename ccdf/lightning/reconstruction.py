@@ -130,6 +130,7 @@ class ReconstructionModule(L.LightningModule):
         nfe = self.counter.per_item  # counted per item by the solver loop (ccdf.sampling.solvers.base)
         if len(nfe) != len(index) or self.counter.items != sum(nfe):
             raise RuntimeError(f"network evaluations not counted per item: {nfe} ({self.counter.items} in all)")
+        _check_finite(x_init, x, index, batch["name"], t0)  # before anything of this batch is stored
         for b, i in enumerate(index):
             sl = slice(b, b + 1)
             row = score_item(x[sl], x_init[sl], x0[sl], y[sl], self.operator, self.is_mri, self.lpips)
@@ -138,6 +139,18 @@ class ReconstructionModule(L.LightningModule):
             self.store.write_inputs(i, x0[b], x_init[b], y[sl])
             self.store.write(t0[b], i, row, x[b])
         return len(index)
+
+
+def _check_finite(x_init: Tensor, x: Tensor, index: Sequence[int], names: Sequence[str], t0: Sequence[float]) -> None:
+    """Refuse a non-finite initializer output or reconstruction, naming the image (nothing is cached)."""
+    for what, value in (("initializer output", x_init), ("reconstruction", x)):
+        ok = torch.isfinite(torch.view_as_real(value) if value.is_complex() else value).flatten(1).all(1)
+        if not bool(ok.all()):
+            b = int((~ok).nonzero()[0])
+            raise FloatingPointError(
+                f"the {what} of image {index[b]} ({names[b]!r}) at t0={t0[b]:g} is not finite (NaN or inf); "
+                "check the model and initializer weights, sigma_y and the data. Nothing of this batch was stored"
+            )
 
 
 def run_predict(

@@ -12,8 +12,20 @@ from torch import Tensor
 from ccdf.operators.base import Operator, check_spatial
 
 
-def _size2(size: int | Sequence[int]) -> tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+def _size2(size: int | Sequence[int], name: str = "image_size") -> tuple[int, int]:
+    """``(H, W)`` from one positive integer or a pair; anything else raises naming the argument."""
+    pair = [size, size] if not isinstance(size, Sequence) or isinstance(size, str) else list(size)
+    if len(pair) != 2 or not all(_is_count(v) for v in pair):
+        raise ValueError(f"{name} must be a positive integer or a pair [H, W] of them, got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _is_count(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return isinstance(value, int) and value > 0
 
 
 class Inpainting(Operator):
@@ -79,9 +91,9 @@ class Inpainting(Operator):
     def box(cls, image_size: int | Sequence[int], box_size: int | Sequence[int]) -> Inpainting:
         """A centred missing box of ``box_size`` pixels (CCDF's box inpainting)."""
         h, w = _size2(image_size)
-        bh, bw = _size2(box_size)
-        if not (0 < bh <= h and 0 < bw <= w):
-            raise ValueError(f"box {bh}x{bw} does not fit an image of {h}x{w}")
+        bh, bw = _size2(box_size, "box_size")
+        if not (bh <= h and bw <= w):
+            raise ValueError(f"box_size: a box of {bh}x{bw} does not fit an image of {h}x{w}")
         mask = torch.ones(h, w)
         top, left = (h - bh) // 2, (w - bw) // 2
         mask[top : top + bh, left : left + bw] = 0
@@ -91,8 +103,8 @@ class Inpainting(Operator):
     def random(cls, image_size: int | Sequence[int], ratio: float, seed: int = 0) -> Inpainting:
         """Exactly ``round(ratio * H * W)`` missing pixels chosen at random (same for all channels)."""
         h, w = _size2(image_size)
-        if not 0 <= ratio < 1:
-            raise ValueError(f"missing-pixel ratio must be in [0, 1), got {ratio}")
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
+            raise ValueError(f"ratio (of missing pixels) must be in [0, 1), got {ratio!r}")
         g = torch.Generator().manual_seed(seed)
         missing = torch.randperm(h * w, generator=g)[: round(ratio * h * w)]
         mask = torch.ones(h * w)

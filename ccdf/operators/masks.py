@@ -23,9 +23,15 @@ def cartesian_mask(
     ``width / mask.sum()`` equals the requested one up to rounding.
     """
     if pattern not in PATTERNS:
-        raise ValueError(f"unknown mask pattern {pattern!r}; choose one of {PATTERNS}")
-    if acceleration < 1:
+        raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"image_size (the mask width) must be a positive integer, got {width!r}")
+    if not acceleration >= 1 or not math.isfinite(acceleration):  # NaN fails the first test
         raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    if not 0 <= center_fraction < 1:  # NaN fails too
+        raise ValueError(f"center_fraction must be in [0, 1), got {center_fraction}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
     total = round(width / acceleration)
     num_center = round(width * center_fraction)
     if num_center > total:

@@ -74,8 +74,9 @@ class SuperResolution(Operator):
 
     def __init__(self, factor: int, kernel: str = "bicubic") -> None:
         super().__init__()
-        if int(factor) < 1:
-            raise ValueError(f"factor must be a positive integer, got {factor}")
+        is_number = isinstance(factor, int | float) and not isinstance(factor, bool)
+        if not is_number or not factor >= 1 or not float(factor).is_integer():
+            raise ValueError(f"factor must be a positive integer, got {factor!r}")
         if kernel not in KERNELS:
             raise ValueError(f"unknown super-resolution kernel {kernel!r}; choose one of {KERNELS}")
         self.factor = int(factor)

@@ -27,6 +27,7 @@ Hutchinson estimate otherwise, :func:`unknown_diagonal`), so :func:`choose_t0` p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -88,12 +89,34 @@ class AutoT0:
         return asdict(self)
 
 
-def closed_form_sampler(step: str, eta: float = 0.0) -> str:
+#: Sampler steps the closed forms cover (:data:`ccdf.sampling.steps.STEPS` names) and correctors (None: none).
+COVERED_STEPS = ("ddpm", "ancestral", "ddim")
+COVERED_CORRECTORS = (None, "langevin")
+
+
+def closed_form_sampler(step: Any, eta: float = 0.0, *, corrector: Any = None) -> str:
     """The closed form for a sampler setting: ``"ddim"`` for deterministic DDIM (eta = 0), else ``"ddpm"``.
 
-    DDPM steps (beta or beta-tilde), VE predictor-corrector and stochastic DDIM use the DDPM form.
+    DDPM steps (``ddpm``/``ancestral``: beta, beta-tilde or learned variance), VE predictor-corrector
+    (``corrector="langevin"``) and stochastic DDIM use the DDPM form. Any other step (another name, a
+    callable) or corrector is not covered by the theory and raises ``ValueError``.
     """
-    return "ddim" if step == "ddim" and float(eta) == 0.0 else "ddpm"
+    if not isinstance(step, str) or step not in COVERED_STEPS:
+        name = getattr(step, "__qualname__", step)
+        shown = repr(step) if isinstance(step, str) else f"<{type(step).__name__} {name}>"
+        raise ValueError(
+            f"sampler.t0=auto does not cover sampler.step={shown}: its closed form (docs/theory.md) is "
+            f"derived for the steps {', '.join(COVERED_STEPS)}; choose one of them or give a number as sampler.t0"
+        )
+    if corrector not in COVERED_CORRECTORS:
+        raise ValueError(
+            f"sampler.t0=auto does not cover sampler.corrector={corrector!r}; covered: "
+            f"{', '.join(str(c) for c in COVERED_CORRECTORS)} (null: none); or give a number as sampler.t0"
+        )
+    eta = float(eta)
+    if not math.isfinite(eta):
+        raise ValueError(f"sampler.eta must be finite, got {eta}")
+    return "ddim" if step == "ddim" and eta == 0.0 else "ddpm"
 
 
 def null_component(op: Operator, x: Tensor) -> Tensor:
@@ -446,7 +469,8 @@ def auto_t0(
     if basis not in BASES:
         raise ValueError(f"unknown basis {basis!r}; choose one of {BASES}")
     kw = dict(sampler_kwargs or {})
-    sampler = closed_form_sampler(str(kw.get("step", "ddpm")), float(kw.get("eta", 0.0) or 0.0))
+    eta = float(kw.get("eta", 0.0) or 0.0)
+    sampler = closed_form_sampler(kw.get("step", "ddpm"), eta, corrector=kw.get("corrector"))
     need_init, need_post = init_mse is None, post_var is None
     if need_init or need_post:
         cal = calibrate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -31,9 +32,33 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def non_finite_path(obj: object, prefix: str = "") -> str | None:
+    """The dotted path of the first NaN or infinite float in nested dicts/lists (None when there is none)."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else prefix or "<value>"
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, list | tuple):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        found = non_finite_path(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def write_json(path: str | Path, obj: object) -> Path:
+    """Write ``obj`` as JSON, atomically. NaN and infinity are refused (they are not JSON):
+    ``ValueError`` naming the file and the key, and nothing is written."""
+    bad = non_finite_path(obj)
+    if bad is not None:
+        raise ValueError(f"refusing to write {path}: {bad} is not a finite number (NaN/inf are not valid JSON)")
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
     def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
 
     return atomic_write(path, write)
 
