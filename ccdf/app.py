@@ -439,9 +439,9 @@ def check_auto_t0(cfg: DictConfig) -> None:
     sampler_name = HydraConfig.get().runtime.choices.get("sampler") if HydraConfig.initialized() else None
     if cfg.sampler.get("solver") is not None or str(cfg.sampler.get("dc", "project")) not in ("project", "none"):
         raise ValueError(
-            f"sampler.t0=auto does not cover sampler={sampler_name or '?'}: its closed form (docs/theory.md) is derived "
-            "for the classic solvers (sampler=ccdf, ddim, ve_pc: DDPM, DDIM and VE predictor-corrector steps with "
-            "dc=project or none); give a number as sampler.t0"
+            f"sampler.t0=auto does not cover sampler={sampler_name or '?'}: its closed form (docs/theory.md) is "
+            "derived for the classic solvers (sampler=ccdf, ddim, ve_pc: DDPM, DDIM and VE predictor-corrector "
+            "steps with dc=project or none); give a number as sampler.t0"
         )
     closed_form_sampler(cfg.sampler.get("step"), cfg.sampler.get("eta", 0.0) or 0.0,
                         corrector=cfg.sampler.get("corrector"))  # fmt: skip

@@ -107,6 +107,10 @@ def test_smoke_run_records_resolved_sampler_and_unique_default_folder(tmp_path):
         # item 5: sampler.t0=auto only with the steps its closed form covers
         (["sampler.t0=auto", "sampler.step=heun"], "sampler.t0=auto does not cover sampler.step='heun'"),
         (["sampler.t0=auto", "sampler.corrector=annealed"], "does not cover sampler.corrector='annealed'"),
+        # issue 11: t0=auto with a solver or a conditioning the theory does not cover
+        (["sampler=dps", "sampler.t0=auto"], "sampler.t0=auto does not cover sampler=dps"),
+        (["sampler=dpmpp_2m", "sampler.t0=auto"], "sampler.t0=auto does not cover sampler=dpmpp_2m"),
+        (["sampler.t0=auto", "sampler.dc=prox"], "sampler.t0=auto does not cover sampler=ccdf"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_naming_the_key(tmp_path, overrides, message):
