@@ -113,17 +113,18 @@ class ReconstructionModule(L.LightningModule):
         index = [int(i) for i in batch["index"]]
         t0 = [float(t) for t in batch["t0"]]
         gens = per_sample_generators(self.seed, index)  # on the CPU: the same numbers on any device
-        y = measure(self.operator, x0, self.sigma_y, gens)
+        op = self.operator.for_batch(batch, gens)  # per-image operator parameters are each image's first draws
+        y = measure(op, x0, self.sigma_y, gens)
         if self.batch_invariant:
-            x_init = torch.cat([self.initializer(y[b : b + 1], self.operator) for b in range(y.shape[0])])
+            x_init = torch.cat([self.initializer(y[b : b + 1], op.select([b])) for b in range(y.shape[0])])
         else:
-            x_init = self.initializer(y, self.operator)
+            x_init = self.initializer(y, op)
         if x_init.shape != x0.shape:
             raise ValueError(f"initializer returned shape {tuple(x_init.shape)}, images are {tuple(x0.shape)}")
         self.counter.reset()
         tic = time.perf_counter()
         x = self.sampler(
-            self.counter, self.schedule, self.operator, y, x_init, t0=t0, sigma_y=self.sigma_y, generator=gens,
+            self.counter, self.schedule, op, y, x_init, t0=t0, sigma_y=self.sigma_y, generator=gens,
             progress=self.progress and self.global_rank == 0,
         )  # fmt: skip
         seconds = time.perf_counter() - tic
@@ -133,7 +134,7 @@ class ReconstructionModule(L.LightningModule):
         _check_finite(x_init, x, index, batch["name"], t0)  # before anything of this batch is stored
         for b, i in enumerate(index):
             sl = slice(b, b + 1)
-            row = score_item(x[sl], x_init[sl], x0[sl], y[sl], self.operator, self.is_mri, self.lpips)
+            row = score_item(x[sl], x_init[sl], x0[sl], y[sl], op.select([b]), self.is_mri, self.lpips)
             row = {"name": batch["name"][b], "key": item_key(x0[b], batch["name"][b]), **row, "nfe": nfe[b],
                    "seconds": seconds * nfe[b] / sum(nfe)}  # fmt: skip
             self.store.write_inputs(i, x0[b], x_init[b], y[sl])

@@ -68,6 +68,21 @@ class Operator(nn.Module, ABC):
         """Closest point to ``x`` with A x = y: x + A^+ (y - A x)."""
         return x + self.pinv(y - self(x))
 
+    def select(self, idx: list[int]) -> Operator:
+        """The operator of the batch items ``idx``: itself when its parameters are shared by the batch;
+        operators with per-item parameters (a leading batch dimension) return the sub-batch's."""
+        return self
+
+    def for_batch(self, batch: dict, generators: list[torch.Generator]) -> Operator:
+        """The operator of one batch of data-set items (``batch``: ``x0`` ``[B, ...]``, ``index``, ``name``).
+
+        Shared operators return themselves. An operator with per-image parameters returns a batched
+        operator here: parameters drawn from each item's own generator (its first draws, before the
+        measurement noise, so an image's operator does not depend on its batch), read from a file per
+        image name, or taken from the batch (e.g. coil maps that come with the data).
+        """
+        return self
+
     def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
         r"""Proximal data step :math:`\arg\min_v \|A v - y\|^2 + \lambda \|v - x\|^2
         = x + A^H (A A^H + \lambda I)^{-1} (y - A x)`.

@@ -45,7 +45,7 @@ class Problem:
 
     def select(self, idx: list[int] | None) -> Problem:
         """The problem of the items ``idx`` (all items when None)."""
-        return self if idx is None else Problem(self.op, self.y[idx], self.sigma_y)
+        return self if idx is None else Problem(self.op.select(idx), self.y[idx], self.sigma_y)
 
 
 class Conditioning:
