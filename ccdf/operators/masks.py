@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -24,13 +25,13 @@ def cartesian_mask(
     """
     if pattern not in PATTERNS:
         raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
         raise ValueError(f"image_size (the mask width) must be a positive integer, got {width!r}")
     if not acceleration >= 1 or not math.isfinite(acceleration):  # NaN fails the first test
         raise ValueError(f"acceleration must be >= 1, got {acceleration}")
     if not 0 <= center_fraction < 1:  # NaN fails too
         raise ValueError(f"center_fraction must be in [0, 1), got {center_fraction}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     total = round(width / acceleration)
     num_center = round(width * center_fraction)
