@@ -70,7 +70,9 @@ def prox_vs_project() -> list[str]:
                         for b in range(len(x0))]  # fmt: skip
                 psnr[dc] = float(np.mean([r["psnr"] for r in rows]))
                 psnr["init"] = float(np.mean([r["init_psnr"] for r in rows]))
-            lines.append(f"| {prior} | {task} | {psnr['init']:.2f} | {psnr['project']:.2f} | **{psnr['prox']:.2f}** |")
+            cell = {k: f"**{psnr[k]:.2f}**" if psnr[k] == max(psnr["project"], psnr["prox"]) else f"{psnr[k]:.2f}"
+                    for k in ("project", "prox")}  # fmt: skip
+            lines.append(f"| {prior} | {task} | {psnr['init']:.2f} | {cell['project']} | {cell['prox']} |")
             print(lines[-1], flush=True)
     return lines
 
