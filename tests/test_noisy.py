@@ -47,7 +47,6 @@ def test_prox_does_not_copy_the_measurement_noise_at_the_end():
     mask[0, ::2] = 1
     op, schedule = Inpainting(mask), DiscreteVP.linear()
     x0 = prior.sample(64, torch.Generator().manual_seed(0))
-    gens = per_sample_generators(0, range(64))
     runs = {}
     for sigma_y in (0.0, 0.2):
         y = measure(op, x0, sigma_y, per_sample_generators(1, range(64)))
