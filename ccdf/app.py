@@ -544,6 +544,7 @@ def reconstruct(cfg: DictConfig, run_dir: Path, written: list[Path]) -> float:
     if checked.skipped:
         log.warning("dataset.skip_unreadable: %d of %d item(s) left out:%s", len(checked.skipped),
                     len(comps.dataset), listing(checked.skipped))  # fmt: skip
+    comps.operator.check_names([checked.names[i] for i in checked.indices])  # per-image operator files
     auto = resolve_auto_t0(cfg, comps)
     t0s = sweep_t0s(cfg)
     dataset = comps.dataset

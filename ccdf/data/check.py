@@ -46,12 +46,14 @@ class DataCheck:
         keys: content key of each usable item, by index.
         skipped: one line per item left out (``item <i>: <reason naming the file>``).
         notes: warnings raised while reading (images upscaled more than 2x), one per item.
+        names: name of each usable item, by index.
     """
 
     indices: list[int]
     keys: dict[int, str]
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
 
 
 class UnusableItemsError(ValueError):
@@ -80,6 +82,7 @@ def check_items(dataset: Any, *, skip_unreadable: bool = False) -> DataCheck:
     """
     indices: list[int] = []
     keys: dict[int, str] = {}
+    names: dict[int, str] = {}
     bad: list[str] = []
     notes: list[str] = []
     for i in range(len(dataset)):
@@ -104,6 +107,7 @@ def check_items(dataset: Any, *, skip_unreadable: bool = False) -> DataCheck:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         indices.append(i)
         keys[i] = item_key(x0, name)
+        names[i] = name
     if bad and not skip_unreadable:
         raise UnusableItemsError(
             f"{len(bad)} of {len(dataset)} data items cannot be used (dataset.skip_unreadable=true leaves them "
@@ -111,4 +115,4 @@ def check_items(dataset: Any, *, skip_unreadable: bool = False) -> DataCheck:
         )
     if not indices:
         raise UnusableItemsError(f"none of the {len(dataset)} data items can be used:{listing(bad)}")
-    return DataCheck(indices, keys, bad, notes)
+    return DataCheck(indices, keys, bad, notes, names)

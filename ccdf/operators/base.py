@@ -83,6 +83,10 @@ class Operator(nn.Module, ABC):
         """
         return self
 
+    def check_names(self, names: list[str]) -> None:
+        """Check, before any sampling, the per-image inputs of the named images (e.g. one mask file per
+        image name); shared and randomly drawn operators have none."""
+
     def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
         r"""Proximal data step :math:`\arg\min_v \|A v - y\|^2 + \lambda \|v - x\|^2
         = x + A^H (A A^H + \lambda I)^{-1} (y - A x)`.

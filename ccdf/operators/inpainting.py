@@ -51,11 +51,21 @@ class Inpainting(Operator):
         mask = torch.as_tensor(mask)
         if mask.ndim == 2:
             mask = mask[None]
-        if mask.ndim != 3:
-            raise ValueError(f"mask must be [H, W] or [C, H, W], got shape {tuple(mask.shape)}")
+        if mask.ndim == 3:
+            mask = mask[None]  # shared by the batch
+        if mask.ndim != 4:
+            raise ValueError(f"mask must be [H, W], [C, H, W] or per image [B, C, H, W], got shape {tuple(mask.shape)}")
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("mask entries must be 0 or 1")
-        self.register_buffer("mask", mask[None].to(torch.float32))
+        self.register_buffer("mask", mask.to(torch.float32))
+
+    @property
+    def per_image(self) -> bool:
+        """Whether the mask has one entry per batch item (``[B, C, H, W]`` with B > 1 or from ``for_batch``)."""
+        return self.mask.shape[0] > 1
+
+    def select(self, idx: list[int]) -> Inpainting:
+        return Inpainting(self.mask[idx]) if self.per_image else self
 
     @property
     def size(self) -> tuple[int, int]:
@@ -65,6 +75,8 @@ class Inpainting(Operator):
         check_spatial(x, self.size, "Inpainting")
         if self.mask.shape[1] not in (1, x.shape[1]):
             raise ValueError(f"mask has {self.mask.shape[1]} channels, images have {x.shape[1]}")
+        if self.mask.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"{self.mask.shape[0]} per-image masks for a batch of {x.shape[0]}")
         return self.mask.to(device=x.device, dtype=x.real.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -100,16 +112,22 @@ class Inpainting(Operator):
         return cls(mask)
 
     @classmethod
-    def random(cls, image_size: int | Sequence[int], ratio: float, seed: int = 0) -> Inpainting:
-        """Exactly ``round(ratio * H * W)`` missing pixels chosen at random (same for all channels)."""
+    def random(
+        cls, image_size: int | Sequence[int], ratio: float, seed: int = 0, per_image: bool = False
+    ) -> Inpainting:
+        """Exactly ``round(ratio * H * W)`` missing pixels chosen at random (same for all channels).
+
+        ``per_image=False``: one mask (drawn with ``seed``) for every image. ``per_image=True``: each
+        image of a batch gets its own mask drawn from its own generator (:meth:`for_batch`; results do
+        not depend on batching); the ``seed`` mask stands in where no batch is given.
+        """
         h, w = _size2(image_size)
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
             raise ValueError(f"ratio (of missing pixels) must be in [0, 1), got {ratio!r}")
-        g = torch.Generator().manual_seed(seed)
-        missing = torch.randperm(h * w, generator=g)[: round(ratio * h * w)]
-        mask = torch.ones(h * w)
-        mask[missing] = 0
-        return cls(mask.reshape(h, w))
+        op_cls = RandomMaskInpainting if per_image else cls
+        op = op_cls(_random_mask(h, w, ratio, torch.Generator().manual_seed(seed)))
+        op.ratio = float(ratio)
+        return op
 
     @classmethod
     def half(cls, image_size: int | Sequence[int], side: str = "right") -> Inpainting:
@@ -130,23 +148,76 @@ class Inpainting(Operator):
 
     @classmethod
     def from_file(cls, path: str | Path, image_size: int | Sequence[int]) -> Inpainting:
-        """A mask image (PNG, JPEG or .npy): pixels > 0.5 of full scale are observed."""
-        from PIL import Image
+        """A mask image (PNG, JPEG or .npy) of the images' size: pixels > 0.5 of full scale are observed."""
+        return cls(_read_mask(Path(path), _size2(image_size)))
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"mask file not found: {path}")
+    @classmethod
+    def from_folder(
+        cls, root: str | Path, image_size: int | Sequence[int], suffix: str = ".png"
+    ) -> MaskFolderInpainting:
+        """One mask file per image: ``<root>/<image name><suffix>`` (white = observed), read per batch
+        (:meth:`for_batch`); a missing file or one of another size is an error naming it."""
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"mask folder not found: {root}")
         h, w = _size2(image_size)
-        try:
-            if path.suffix == ".npy":
-                arr = np.load(path, allow_pickle=False).astype(np.float64)
-                arr = arr / max(float(arr.max()), 1e-12)
-                img = Image.fromarray((arr * 255).astype(np.uint8))
-            else:
-                with Image.open(path) as f:
-                    img = f.convert("L")
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read mask file {path}: {err}") from err
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.NEAREST)
-        return cls((torch.from_numpy(np.asarray(img, dtype=np.float32)) > 127.5).float())
+        op = MaskFolderInpainting(torch.ones(h, w))
+        op.root, op.suffix = root, suffix
+        return op
+
+
+def _random_mask(h: int, w: int, ratio: float, generator: torch.Generator) -> Tensor:
+    missing = torch.randperm(h * w, generator=generator)[: round(ratio * h * w)]
+    mask = torch.ones(h * w)
+    mask[missing] = 0
+    return mask.reshape(h, w)
+
+
+def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
+    """A mask file as ``[H, W]`` 0/1 (> half of full scale = observed); its size must be ``size``."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"mask file not found: {path}")
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False).astype(np.float64)
+            if arr.ndim != 2 or not np.isfinite(arr).all():
+                raise ValueError(f"expected a finite 2-D array, got shape {arr.shape}")
+            arr = arr / max(float(arr.max()), 1e-12)
+        else:
+            with Image.open(path) as f:
+                arr = np.asarray(f.convert("L"), dtype=np.float64) / 255.0
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read mask file {path}: {err}") from err
+    if arr.shape != size:
+        raise ValueError(f"mask file {path} is {arr.shape[0]}x{arr.shape[1]}, the images are {size[0]}x{size[1]}")
+    return torch.from_numpy(arr > 0.5).float()
+
+
+class RandomMaskInpainting(Inpainting):
+    """Random-pixel inpainting with a mask drawn per image (``Inpainting.random(..., per_image=True)``)."""
+
+    ratio: float = 0.0
+
+    def for_batch(self, batch: dict, generators: list[torch.Generator]) -> Inpainting:
+        h, w = self.size
+        return Inpainting(torch.stack([_random_mask(h, w, self.ratio, g) for g in generators])[:, None])
+
+
+class MaskFolderInpainting(Inpainting):
+    """Inpainting with one mask file per image name (``Inpainting.from_folder``)."""
+
+    root: Path
+    suffix: str = ".png"
+
+    def check_names(self, names: list[str]) -> None:
+        for name in names:
+            _read_mask(self.root / f"{name}{self.suffix}", self.size)
+
+    def for_batch(self, batch: dict, generators: list[torch.Generator]) -> Inpainting:
+        masks = [_read_mask(self.root / f"{name}{self.suffix}", self.size) for name in batch["name"]]
+        return Inpainting(torch.stack(masks)[:, None])
+
+    def _m(self, x: Tensor) -> Tensor:
+        raise RuntimeError(f"per-image masks from {self.root}: the operator exists per batch of named images only")

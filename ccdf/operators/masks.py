@@ -12,7 +12,12 @@ PATTERNS = ("uniform", "gaussian")
 
 
 def cartesian_mask(
-    width: int, acceleration: float, center_fraction: float, pattern: str = "uniform", seed: int = 0
+    width: int,
+    acceleration: float,
+    center_fraction: float,
+    pattern: str = "uniform",
+    seed: int = 0,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """A ``[width]`` 0/1 column mask with exactly ``round(width / acceleration)`` sampled columns.
 
@@ -21,7 +26,8 @@ def cartesian_mask(
     columns are drawn without replacement, uniformly (``uniform``) or with a Gaussian density
     around the centre of standard deviation ``width * 15 / 128`` (score-MRI's ``gaussian1d``).
     Unlike fastMRI's Bernoulli draw, the count is fixed, so the realised acceleration
-    ``width / mask.sum()`` equals the requested one up to rounding.
+    ``width / mask.sum()`` equals the requested one up to rounding. The draw uses ``generator`` when
+    given (a per-image mask from the image's own generator), else a generator seeded with ``seed``.
     """
     if pattern not in PATTERNS:
         raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
@@ -50,7 +56,7 @@ def cartesian_mask(
         std = width * 15 / 128
         weights = torch.exp(-0.5 * ((free.double() - width / 2) / std) ** 2)
     if total > num_center:
-        g = torch.Generator().manual_seed(seed)
+        g = generator if generator is not None else torch.Generator().manual_seed(int(seed))
         pick = torch.multinomial(weights, total - num_center, replacement=False, generator=g)
         mask[free[pick]] = 1
     return mask

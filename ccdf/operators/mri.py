@@ -52,9 +52,11 @@ class SingleCoilMRI(Operator):
             if mask.shape[0] != image_size[1]:
                 raise ValueError(f"column mask of {mask.shape[0]} does not fit width {image_size[1]}")
             mask = mask[None, :].expand(h, -1)
-        if mask.ndim != 2:
-            raise ValueError(f"mask must be [W] or [H, W], got shape {tuple(mask.shape)}")
-        self.register_buffer("mask", mask.contiguous()[None, None])
+        if mask.ndim == 2:
+            mask = mask[None]  # shared by the batch
+        if mask.ndim != 3:
+            raise ValueError(f"mask must be [W], [H, W] or per image [B, H, W], got shape {tuple(mask.shape)}")
+        self.register_buffer("mask", mask.contiguous()[:, None])
 
     @classmethod
     def cartesian(
@@ -64,9 +66,19 @@ class SingleCoilMRI(Operator):
         center_fraction: float = 0.08,
         pattern: str = "uniform",
         seed: int = 0,
+        per_image: bool = False,
     ) -> SingleCoilMRI:
-        """1-D random Cartesian mask (see :func:`ccdf.operators.masks.cartesian_mask`)."""
-        return cls(cartesian_mask(image_size, acceleration, center_fraction, pattern, seed), image_size)
+        """1-D random Cartesian mask (see :func:`ccdf.operators.masks.cartesian_mask`).
+
+        ``per_image=True``: each image of a batch gets its own mask, drawn from its own generator
+        (:meth:`RandomCartesianMRI.for_batch`); the ``seed`` mask stands in where no batch is given.
+        """
+        mask = cartesian_mask(image_size, acceleration, center_fraction, pattern, seed)
+        if not per_image:
+            return cls(mask, image_size)
+        op = RandomCartesianMRI(mask, image_size)
+        op.mask_args = (int(image_size), float(acceleration), float(center_fraction), pattern)
+        return op
 
     @property
     def size(self) -> tuple[int, int]:
@@ -78,7 +90,12 @@ class SingleCoilMRI(Operator):
 
     def _m(self, x: Tensor) -> Tensor:
         check_spatial(x, self.size, "SingleCoilMRI")
+        if self.mask.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"{self.mask.shape[0]} per-image masks for a batch of {x.shape[0]}")
         return self.mask.to(device=x.device, dtype=x.real.dtype)
+
+    def select(self, idx: list[int]) -> SingleCoilMRI:
+        return SingleCoilMRI(self.mask[idx, 0]) if self.mask.shape[0] > 1 else self
 
     def forward(self, x: Tensor) -> Tensor:
         return self._m(x) * fft2c(_complex(x))
@@ -100,3 +117,15 @@ class SingleCoilMRI(Operator):
         m = self._m(x)
         k = fft2c(_complex(x))
         return ifft2c((1 - m) * k + m * (_complex(y) + lam * k) / (1 + lam))
+
+
+class RandomCartesianMRI(SingleCoilMRI):
+    """Cartesian MRI with a 1-D mask drawn per image (``SingleCoilMRI.cartesian(..., per_image=True)``)."""
+
+    mask_args: tuple = ()
+
+    def for_batch(self, batch: dict, generators: list[torch.Generator]) -> SingleCoilMRI:
+        width, acceleration, center_fraction, pattern = self.mask_args
+        h = self.size[0]
+        masks = [cartesian_mask(width, acceleration, center_fraction, pattern, generator=g) for g in generators]
+        return SingleCoilMRI(torch.stack([m[None, :].expand(h, -1) for m in masks]))
