@@ -19,7 +19,7 @@ CONF = ROOT / "conf"
 # reconstruction tasks; task=theory (the theory report, mode=theory) is tested in tests/test_theory_report.py
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml") if p.stem != "theory")
 SAMPLERS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
-INITS = ["pinv", "zero", "bicubic", "masked_fill"]
+INITS = ["pinv", "zero", "bicubic", "masked_fill", "wiener", "gray"]
 
 
 def compose_cfg(overrides: list[str]):
@@ -29,15 +29,24 @@ def compose_cfg(overrides: list[str]):
 
 
 def test_all_tasks_present():
-    assert TASKS == ["inpaint", "mri", "sr16", "sr4", "sr8"]
+    assert TASKS == ["colorize", "deblur_gauss", "deblur_motion", "inpaint", "mri", "sr16", "sr4", "sr8"]
 
 
-@pytest.mark.parametrize("task,sampler,init", list(itertools.product(TASKS, SAMPLERS, INITS)))
+def applies(task: str, init: str) -> bool:
+    """The initializers that apply to a task (the others refuse it by design)."""
+    if init == "bicubic":
+        return task.startswith("sr")  # bicubic up-sampling is for super-resolution
+    if init == "masked_fill":
+        return task != "mri"  # masked fill is for real images
+    if init == "gray":
+        return task == "colorize"  # the gray image is for colorization
+    return True
+
+
+@pytest.mark.parametrize(
+    "task,sampler,init", [c for c in itertools.product(TASKS, SAMPLERS, INITS) if applies(c[0], c[2])]
+)
 def test_compose_and_instantiate(task, sampler, init):
-    if init == "bicubic" and not task.startswith("sr"):
-        pytest.skip("bicubic initializer is for super-resolution")
-    if init == "masked_fill" and task == "mri":
-        pytest.skip("masked fill is for real images")
     cfg = compose_cfg(
         [
             f"task={task}",
@@ -53,11 +62,13 @@ def test_compose_and_instantiate(task, sampler, init):
     for key in cfg:  # every interpolation resolves (what the loggers record)
         if key != "hydra" and OmegaConf.is_config(cfg[key]):
             OmegaConf.to_container(cfg[key], resolve=True)
-    op = instantiate(cfg.operator)
-    assert isinstance(op, Operator)
-    initializer = instantiate(cfg.initializer)
     data = instantiate(cfg.dataset.data)
     x0 = data[0]["x0"][None]
+    op = instantiate(cfg.operator)
+    assert isinstance(op, Operator)
+    # the batch's operator, as the evaluation loop builds it (per-image parameters such as motion kernels)
+    op = op.for_batch({"x0": x0, "index": [0], "name": [data[0]["name"]]}, [torch.Generator().manual_seed(0)])
+    initializer = instantiate(cfg.initializer)
     y = op(x0)
     x_init = initializer(y, op)
     assert x_init.shape == x0.shape

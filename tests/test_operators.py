@@ -9,7 +9,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ccdf.operators import Inpainting, Operator, SingleCoilMRI, SuperResolution, cartesian_mask, fft2c, ifft2c
+from ccdf.operators import (
+    Blur,
+    Colorization,
+    Inpainting,
+    MotionBlur,
+    Operator,
+    SingleCoilMRI,
+    SuperResolution,
+    cartesian_mask,
+    fft2c,
+    ifft2c,
+)
 from ccdf.operators.base import inner, measure
 from tests.conftest import gen
 
@@ -50,6 +61,22 @@ def make_operator(name: str, tmp_path=None) -> tuple[Operator, tuple[int, ...], 
         _, pattern, acc = name.split("_")
         a = int(acc[1:])
         return SingleCoilMRI.cartesian(32, a, 0.08 if a == 4 else 0.04, pattern, seed=1), (2, 1, 32, 32), True
+    # blurs with an exact pseudo-inverse in float64 (tol 1e-10; the default cutoff: tests/test_blur.py)
+    if name == "blur_gauss":
+        return Blur.gaussian(1.0, 5, tol=1e-10), (2, 3, 16, 16), False
+    if name == "blur_uniform":  # |K| = 0 exactly at 3 of 16 frequencies per axis: a true null space
+        return Blur.uniform(4, tol=1e-10), (2, 3, 16, 16), False
+    if name == "blur_file":  # an asymmetric kernel of even width from a .npy file
+        np.save(tmp_path / "kernel.npy", torch.rand(3, 4, generator=gen(0), dtype=torch.float64).numpy() + 0.1)
+        return Blur.from_file(tmp_path / "kernel.npy", tol=1e-10), (2, 3, 16, 16), False
+    if name == "blur_motion":  # per-image kernels, as the evaluation loop builds them
+        return MotionBlur(9, 0.5, tol=1e-10).for_batch({}, [gen(0), gen(1)]), (2, 3, 16, 16), False
+    if name == "blur_complex":
+        return Blur.gaussian(1.0, 5, tol=1e-10), (2, 1, 16, 16), True
+    if name == "colorize":
+        return Colorization(), (2, 3, 16, 16), False
+    if name == "cg_colorize":
+        return CGPinv(Colorization()), (2, 3, 8, 8), False
     if name == "cg_sr_bicubic_x4":
         return CGPinv(SuperResolution(4, "bicubic")), (2, 3, 16, 16), False
     if name == "cg_mri":
@@ -73,6 +100,13 @@ OPERATORS = [
     "mri_uniform_x8",
     "mri_gaussian_x4",
     "mri_gaussian_x8",
+    "blur_gauss",
+    "blur_uniform",
+    "blur_file",
+    "blur_motion",
+    "blur_complex",
+    "colorize",
+    "cg_colorize",
     "cg_sr_bicubic_x4",
     "cg_mri",
 ]
@@ -126,6 +160,9 @@ def test_shape_mismatch_is_a_clear_error(name, tmp_path):
         bad = rand(shape[:2] + (shape[2] + 1, shape[3]), cplx, 0)
         with pytest.raises(ValueError, match="divisible"):
             op(bad)
+    elif name.startswith(("blur_", "colorize", "cg_colorize")):  # a blur takes any H, W; images are [B, C, H, W]
+        with pytest.raises(ValueError, match="expects"):
+            op(rand(shape[1:], cplx, 0))
     else:
         bad = rand(shape[:2] + (shape[2] + 2, shape[3]), cplx, 0)
         with pytest.raises(ValueError, match="expects"):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ccdf.denoisers import CountingDenoiser, DenseGaussianPrior, GaussianDenoiser
-from ccdf.operators import Inpainting, SingleCoilMRI, SuperResolution
+from ccdf.operators import Blur, Colorization, Inpainting, MotionBlur, SingleCoilMRI, SuperResolution
 from ccdf.operators.base import Operator
 from ccdf.sampling import SOLVERS, Prox, StepSolver, sample_ccdf
 from ccdf.sampling.ccdf import make_solver, reverse_steps
@@ -35,6 +35,11 @@ def _ops():
         "sr_box": (SuperResolution(2, kernel="box"), (2, 3, 8, 8), False),
         "sr_bicubic": (SuperResolution(2, kernel="bicubic"), (2, 3, 8, 8), False),
         "mri": (mri, (2, 1, 8, 8), True),
+        # blurs with min |K| >= 0.15 away from exact zeros, as the lam = 1e-9 limit below needs
+        "blur_gauss": (Blur.gaussian(0.5, 3, tol=1e-10), (2, 3, 8, 8), False),
+        "blur_uniform": (Blur.uniform(2, tol=1e-10), (2, 3, 8, 8), False),  # K = 0 at 1 of 8 frequencies per axis
+        "blur_motion": (MotionBlur(5, 0.5, tol=1e-10).for_batch({}, [gen(1), gen(3)]), (2, 3, 8, 8), False),
+        "colorize": (Colorization(), (2, 3, 8, 8), False),
     }
 
 

@@ -1,13 +1,18 @@
 """Measurement operators with forward, adjoint, pseudo-inverse and data-consistency projection."""
 
 from ccdf.operators.base import Operator, conjugate_gradient, measure
+from ccdf.operators.blur import Blur, MotionBlur
+from ccdf.operators.color import Colorization
 from ccdf.operators.inpainting import Inpainting
 from ccdf.operators.masks import cartesian_mask
 from ccdf.operators.mri import SingleCoilMRI, fft2c, ifft2c
 from ccdf.operators.superres import SuperResolution
 
 __all__ = [
+    "Blur",
+    "Colorization",
     "Inpainting",
+    "MotionBlur",
     "Operator",
     "SingleCoilMRI",
     "SuperResolution",

@@ -87,6 +87,12 @@ class Operator(nn.Module, ABC):
         """Check, before any sampling, the per-image inputs of the named images (e.g. one mask file per
         image name); shared and randomly drawn operators have none."""
 
+    def measurement_noise(self, n: Tensor) -> Tensor:
+        """The part of white noise ``n`` (shaped like y) that lands on actual measurements: ``A A^+ n`` here
+        (the observed entries of a mask, the sampled k-space). Operators whose every output entry is a
+        measurement (a blur) return ``n``. :func:`measure` adds ``sigma_y`` times this to ``A x0``."""
+        return self(self.pinv(n))
+
     def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
         r"""Proximal data step :math:`\arg\min_v \|A v - y\|^2 + \lambda \|v - x\|^2
         = x + A^H (A A^H + \lambda I)^{-1} (y - A x)`.
@@ -104,10 +110,11 @@ class Operator(nn.Module, ABC):
 
 
 def measure(op: Operator, x0: Tensor, sigma_y: float = 0.0, generator: Generator = None) -> Tensor:
-    """y = A x0 + sigma_y n, with n white Gaussian noise on range(A) (``A A^+`` applied to white noise).
+    """y = A x0 + sigma_y n, with n white Gaussian noise on the measurements (:meth:`Operator.measurement_noise`:
+    ``A A^+`` applied to white noise unless the operator says otherwise).
 
-    For masks this is noise on the observed entries only; for a full-row-rank A (down-sampling)
-    it is white noise on every measurement.
+    For masks this is noise on the observed entries only; for a full-row-rank A (down-sampling) and
+    for a blur it is white noise on every measurement.
     """
     y = op(x0)
     if sigma_y < 0:
@@ -115,7 +122,7 @@ def measure(op: Operator, x0: Tensor, sigma_y: float = 0.0, generator: Generator
     if sigma_y == 0:
         return y
     n = randn_like(y, generator)
-    return y + sigma_y * op(op.pinv(n))
+    return y + sigma_y * op.measurement_noise(n)
 
 
 def check_spatial(x: Tensor, size: tuple[int, int], what: str) -> None:
