@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ccdf.denoisers import CountingDenoiser, DenseGaussianPrior, GaussianDenoiser
-from ccdf.operators import Inpainting, SingleCoilMRI, SuperResolution
+from ccdf.operators import Inpainting, MultiCoilMRI, SingleCoilMRI, SuperResolution, cartesian_mask, poisson_mask
 from ccdf.operators.base import Operator
 from ccdf.sampling import SOLVERS, Prox, StepSolver, sample_ccdf
 from ccdf.sampling.ccdf import make_solver, reverse_steps
@@ -35,7 +35,26 @@ def _ops():
         "sr_box": (SuperResolution(2, kernel="box"), (2, 3, 8, 8), False),
         "sr_bicubic": (SuperResolution(2, kernel="bicubic"), (2, 3, 8, 8), False),
         "mri": (mri, (2, 1, 8, 8), True),
+        # SENSE: column mask (exact per-row solve) and 2-D Poisson-disc mask (conjugate gradients)
+        "multicoil_rows": (
+            MultiCoilMRI(cartesian_mask(8, 2, 0.25, seed=0), _maps((2, 3, 8, 8)), 8),
+            (2, 1, 8, 8),
+            True,
+        ),
+        "multicoil_2d": (MultiCoilMRI(poisson_mask(8, 2, 2, seed=0), _maps((3, 8, 8))), (2, 1, 8, 8), True),
     }
+
+
+def _maps(shape):
+    """Random complex coil maps normalised to sum_c |S_c|^2 = 1 (float64)."""
+    g = gen(7)
+    maps = (
+        torch.complex(
+            torch.randn(shape, dtype=torch.float64, generator=g), torch.randn(shape, dtype=torch.float64, generator=g)
+        )
+        + 1.5
+    )
+    return maps / maps.abs().pow(2).sum(-3, keepdim=True).sqrt()
 
 
 @pytest.mark.parametrize("name", list(_ops()))

@@ -2,12 +2,15 @@
 
 from ccdf.operators.base import Operator, conjugate_gradient, measure
 from ccdf.operators.inpainting import Inpainting
-from ccdf.operators.masks import cartesian_mask
+from ccdf.operators.masks import cartesian_mask, poisson_mask
 from ccdf.operators.mri import SingleCoilMRI, fft2c, ifft2c
+from ccdf.operators.multicoil import CoilKSpace, MultiCoilMRI, rss, sense_combine
 from ccdf.operators.superres import SuperResolution
 
 __all__ = [
+    "CoilKSpace",
     "Inpainting",
+    "MultiCoilMRI",
     "Operator",
     "SingleCoilMRI",
     "SuperResolution",
@@ -16,4 +19,7 @@ __all__ = [
     "fft2c",
     "ifft2c",
     "measure",
+    "poisson_mask",
+    "rss",
+    "sense_combine",
 ]
