@@ -388,3 +388,156 @@ def test_multicoil_data_errors_stop_the_run_before_sampling(tmp_path, monkeypatc
             app.main(cfg)
         assert message in str(err.value)
         assert not (tmp_path / "run").exists() and not list((tmp_path / "cache").rglob("*.json"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# score-MRI's coil-by-coil samplers: SSOS and hybrid (ccdf.sampling.multicoil)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def small_problem(seed: int = 0):
+    """8 x 8 images, 3 coils, x2 column mask, a dense Gaussian prior on [1, 8, 8] (exact denoiser), VP schedule."""
+    from ccdf.denoisers import DenseGaussianPrior, GaussianDenoiser
+    from ccdf.schedules import DiscreteVP
+    from tests.conftest import periodic_cov
+
+    n = 8
+    cov = torch.kron(periodic_cov(n), periodic_cov(n))
+    prior = DenseGaussianPrior(torch.zeros(n * n, dtype=torch.float64), cov, (1, n, n))
+    schedule = DiscreteVP.linear(1000)
+    op = MultiCoilMRI(cartesian_mask(n, 2, 0.25, seed=1), random_maps((2, 3, n, n), 30), n)
+    x0 = crandn((2, 1, n, n), seed) * 0.5
+    return GaussianDenoiser(prior, schedule), schedule, op, x0
+
+
+def test_per_coil_denoiser_runs_the_prior_on_each_coil_and_counts_it():
+    from ccdf.denoisers import CountingDenoiser
+    from ccdf.sampling.multicoil import PerCoilDenoiser
+
+    den, schedule, op, x0 = small_problem()
+    counter = CountingDenoiser(den)
+    wrapped = PerCoilDenoiser(counter)
+    coils = op.coil_images(x0)
+    t = torch.full((2,), 0.3, dtype=torch.float64)
+    wrapped.set_items([0, 1], 2)
+    out = wrapped(coils, t)
+    for c in range(3):
+        torch.testing.assert_close(out[:, c : c + 1], den(coils[:, c : c + 1], t), rtol=0, atol=0)
+    assert counter.per_item == [3, 3]  # one network evaluation per coil and item
+
+
+def last_state(states):
+    def callback(info):
+        states.append(info.x.clone())
+
+    return callback
+
+
+def test_ssos_keeps_coils_independent_and_each_consistent():
+    """SSOS: each coil image is its own problem. With the same noise, changing coil 2's measurement changes only
+    coil 2's result; the final coil images satisfy each coil's data exactly (VP, sigma(0) = 0); the output is their
+    RSS (or their SENSE combination); NFE is C per step and item."""
+    from ccdf.denoisers import CountingDenoiser
+    from ccdf.sampling.multicoil import sample_ssos
+    from ccdf.utils.rng import per_sample_generators
+
+    den, schedule, op, x0 = small_problem()
+    y = op(x0)
+    x_init = op.pinv(y)
+    kw = dict(t0=0.3, num_steps=20, step="ddpm")
+
+    def run(y_, **extra):
+        states: list[torch.Tensor] = []
+        counter = CountingDenoiser(den)
+        out = sample_ssos(counter, schedule, op, y_, x_init, generator=per_sample_generators(0, [0, 1]),
+                          callback=last_state(states), **kw, **extra)  # fmt: skip
+        return out, states[-1], counter
+
+    out, coils, counter = run(y)
+    assert coils.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(op.coil_operator()(coils), y, rtol=0, atol=1e-10)
+    torch.testing.assert_close(out, torch.complex(rss(coils), torch.zeros_like(rss(coils))), rtol=0, atol=0)
+    assert counter.per_item == [3 * 6, 3 * 6]  # N' = 6 steps, 3 coils
+    y2 = y.clone()
+    y2[:, 2] = y2[:, 2] * 1.5
+    _, coils2, _ = run(y2)
+    torch.testing.assert_close(coils2[:, :2], coils[:, :2], rtol=0, atol=0)
+    assert float((coils2[:, 2] - coils[:, 2]).abs().max()) > 1e-3
+    # hybrid: the SENSE step couples the coils (coil 2's data now moves the others)
+    _, h1, _ = run(y, sense_every=1)
+    _, h2, _ = run(y2, sense_every=1)
+    assert float((h2[:, :2] - h1[:, :2]).abs().max()) > 1e-3
+    sense, _, _ = run(y, combine="sense")
+    torch.testing.assert_close(sense, op.combine(coils), rtol=0, atol=1e-12)
+
+
+def test_sense_step_is_landweber_on_the_combined_image():
+    """For coil images that follow the maps (c = S rho), sense_step is rho + lam A^H (y - A rho) written back through
+    the maps (exact), and repeating it (Landweber) converges to the projection of rho onto {A rho = y}: after 300
+    steps the residual is 1e-5 of ||y|| (measured), the distance to the projection 1e-5 of ||rho||."""
+    _, _, op, x0 = small_problem()
+    y = op(x0)
+    coil_op = op.coil_operator()
+    rho = crandn((2, 1, 8, 8), 5)
+    for lam in (1.0, 0.3):
+        got = coil_op.sense_step(op.coil_images(rho), y, lam)
+        want = op.coil_images(rho + lam * op.adjoint(y - op(rho)))
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    c = op.coil_images(rho)
+    residuals = []
+    for _ in range(300):
+        c = coil_op.sense_step(c, y, 1.0)
+        residuals.append(float((op(op.combine(c)) - y).abs().norm()))
+    assert all(b <= a + 1e-12 for a, b in zip(residuals, residuals[1:]))  # Landweber with lam < 2 / ||A||^2
+    assert residuals[-1] < 1e-4 * float(y.abs().norm())
+    torch.testing.assert_close(op.combine(c), op.project(rho, y), rtol=0, atol=1e-4 * float(rho.abs().max()))
+
+
+def test_hybrid_sense_step_schedule():
+    """The SENSE step comes after the predictor (not the corrector) of every m-th step of the full grid, counted
+    from t = 1, with lambda linear in t from 1.0 (t = 1) to 0.2 (t = 0), evaluated at the new level s."""
+    from ccdf.sampling.conditioning import NoConditioning, Problem
+    from ccdf.sampling.multicoil import SenseStep
+
+    calls = []
+
+    class Recorder(CoilKSpace):
+        def sense_step(self, c, y, lam):
+            calls.append(round(lam, 12))
+            return c
+
+    cond = SenseStep(NoConditioning(), every=3, num_steps=10)
+    problem = Problem(Recorder(torch.ones(4, 4)), torch.zeros(1, 1, 4, 4, dtype=torch.complex128))
+    x = torch.zeros(1, 1, 4, 4, dtype=torch.complex128)
+    for k in range(10, 0, -1):
+        t, s = torch.tensor(k / 10, dtype=torch.float64), torch.tensor((k - 1) / 10, dtype=torch.float64)
+        cond.step(x, x, x, t, t, problem, None)  # a corrector step: never
+        cond.step(x, x, x, t, s, problem, None)
+    # steps 0, 3, 6, 9 of the grid: t = 1.0, 0.7, 0.4, 0.1 -> s = 0.9, 0.6, 0.3, 0.0
+    assert calls == [round(1.0 - 0.8 * (1 - s), 12) for s in (0.9, 0.6, 0.3, 0.0)]
+    with pytest.raises(ValueError, match="sense_every"):
+        SenseStep(NoConditioning(), every=0, num_steps=10)
+    with pytest.raises(ValueError, match="sense_lambda"):
+        SenseStep(NoConditioning(), every=1, num_steps=10, lambdas=(0.0, 0.2))
+
+
+def test_ssos_refuses_a_single_coil_operator():
+    from ccdf.operators import SingleCoilMRI
+    from ccdf.sampling.multicoil import sample_ssos
+
+    den, schedule, _, x0 = small_problem()
+    op = SingleCoilMRI(cartesian_mask(8, 2, 0.25, seed=1), 8)
+    with pytest.raises(TypeError, match="operator=mri_multicoil"):
+        sample_ssos(den, schedule, op, op(x0), op.pinv(op(x0)), t0=0.2, num_steps=10)
+
+
+def test_ssos_sampler_runs_in_the_app_and_counts_every_coil(tmp_path):
+    """sampler=ssos through the app (in process, small): NFE = coils x evaluations per step x N' = 8 x 2 x 4."""
+    import ccdf.app as app
+    from tests.test_app_checks import app_cfg
+
+    cfg = app_cfg(tmp_path, "task=mri_multicoil", "sampler=ssos", "debug=smoke", "dataset.maps=file",
+                  "dataset.max_images=1", "sampler.num_steps=20", "eval.fid=false", "eval.lpips=false")  # fmt: skip
+    assert math.isfinite(app.main(cfg))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["nfe"] == 64 and metrics["num_images"] == 1

@@ -283,9 +283,10 @@ class MultiCoilMRI(Operator):
         return sense_combine(_complex(coil_images), maps)
 
     def coil_operator(self) -> CoilKSpace:
-        """The per-coil sampling y_c = M F c_c on coil images (same mask), for coil-by-coil samplers (SSOS)."""
+        """The per-coil sampling y_c = M F c_c on coil images (same mask, and these maps for its
+        :meth:`CoilKSpace.sense_step`), for coil-by-coil samplers (score-MRI's SSOS and hybrid)."""
         mask = self.mask[:, 0]
-        return CoilKSpace(mask if mask.shape[0] > 1 else mask[0])
+        return CoilKSpace(mask if mask.shape[0] > 1 else mask[0], maps=self.maps)
 
     # ------------------------------------------------------------------ data consistency
     @property
@@ -345,7 +346,7 @@ class MultiCoilMRI(Operator):
         data-consistency step asks for A^+ y of the same measurement at every step."""
         memo = self._pinv_memo
         if memo is not None and memo[0] is y and memo[1] == y._version and not torch.is_grad_enabled():
-            return memo[2]
+            return memo[2].clone()
         out = self._solve(_complex(y), None).to(_complex(y).dtype)
         if not out.requires_grad:
             self._pinv_memo = (y, y._version, out)
@@ -374,22 +375,51 @@ class CoilKSpace(Operator):
 
     Closed forms as :class:`ccdf.operators.SingleCoilMRI` (adjoint = pinv = F^H M,
     ``project = F^H((1 - M) F c + M y)``), with a mask shared by the batch or one per image.
+    With coil ``maps`` it also offers the SENSE-type correction of coil images,
+    :meth:`sense_step` (score-MRI's hybrid sampler).
 
     Args:
         mask: ``[W]`` (with ``image_size``), ``[H, W]`` or ``[B, H, W]`` 0/1 k-space mask.
         image_size: ``(H, W)`` for a column mask.
+        maps: optional coil maps ``[C, H, W]`` or ``[B, C, H, W]`` (complex).
     """
 
-    def __init__(self, mask: Tensor, image_size: int | Sequence[int] | None = None) -> None:
+    def __init__(self, mask: Tensor, image_size: int | Sequence[int] | None = None, maps: Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("mask", _mask_buffer(mask, image_size))
+        if maps is not None:
+            maps = torch.as_tensor(maps)
+            maps = maps[None] if maps.ndim == 3 else maps
+            if maps.ndim != 4 or tuple(maps.shape[-2:]) != self.size:
+                raise ValueError(
+                    f"maps must be [C, H, W] or [B, C, H, W] with H x W = {self.size}, got {tuple(maps.shape)}"
+                )
+        self.register_buffer("maps", maps)
+
+    def sense_step(self, c: Tensor, y: Tensor, lam: float) -> Tensor:
+        r"""One relaxed SENSE data step on coil images: :math:`c \leftarrow c + \lambda\, S A^H (y - A \rho)`,
+        :math:`\rho = \sum_c \bar S_c c_c / \sum_c |S_c|^2` the coil-combined image and A the SENSE operator.
+
+        For coil images that follow the maps (c = S rho) this is the Landweber step
+        :math:`\rho \leftarrow \rho + \lambda A^H (y - A\rho)` on the combined image, written back through
+        the maps (score-MRI's ``kaczmarz``; see :mod:`ccdf.sampling.multicoil` for how its code differs).
+        """
+        if self.maps is None:
+            raise ValueError("sense_step needs the coil maps (MultiCoilMRI.coil_operator() passes them)")
+        sense = MultiCoilMRI(self.mask[:, 0] if self.mask.shape[0] > 1 else self.mask[0, 0], self.maps)
+        rho = sense.combine(c)
+        return c + lam * sense.coil_images(sense.adjoint(y - sense(rho)))
 
     @property
     def size(self) -> tuple[int, int]:
         return tuple(self.mask.shape[-2:])  # type: ignore[return-value]
 
     def select(self, idx: list[int]) -> CoilKSpace:
-        return self if self.mask.shape[0] == 1 else CoilKSpace(self.mask[idx, 0])
+        per_image_maps = self.maps is not None and self.maps.shape[0] > 1
+        if self.mask.shape[0] == 1 and not per_image_maps:
+            return self
+        mask = self.mask[idx, 0] if self.mask.shape[0] > 1 else self.mask[0, 0]
+        return CoilKSpace(mask, maps=self.maps[idx] if per_image_maps else self.maps)
 
     def _m(self, x: Tensor) -> Tensor:
         check_spatial(x, self.size, "CoilKSpace")
