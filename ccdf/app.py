@@ -437,7 +437,12 @@ def check_auto_t0(cfg: DictConfig) -> None:
     from ccdf.theory.auto import BASES, closed_form_sampler
 
     sampler_name = HydraConfig.get().runtime.choices.get("sampler") if HydraConfig.initialized() else None
-    if cfg.sampler.get("solver") is not None or str(cfg.sampler.get("dc", "project")) not in ("project", "none"):
+    coilwise = not str(cfg.sampler.get("_target_", "")).endswith("sample_ccdf")  # e.g. score-MRI's SSOS / hybrid
+    if (
+        coilwise
+        or cfg.sampler.get("solver") is not None
+        or str(cfg.sampler.get("dc", "project")) not in ("project", "none")
+    ):
         raise ValueError(
             f"sampler.t0=auto does not cover sampler={sampler_name or '?'}: its closed form (docs/theory.md) is "
             "derived for the classic solvers (sampler=ccdf, ddim, ve_pc: DDPM, DDIM and VE predictor-corrector "

@@ -143,16 +143,25 @@ class ResultStore:
 
 
 def score_item(
-    x: Tensor, x_init: Tensor, x0: Tensor, y: Tensor, op: Operator, is_mri: bool, lpips: Any = None
+    x: Tensor,
+    x_init: Tensor,
+    x0: Tensor,
+    y: Tensor,
+    op: Operator,
+    is_mri: bool,
+    lpips: Any = None,
+    ref: Tensor | None = None,
 ) -> dict[str, float]:
     """Metrics of one reconstruction and of its initializer (all ``[1, C, H, W]``; ``y`` batched).
 
     Images: PSNR/SSIM in [0, 1] (data range 1). MRI: on magnitudes, with the target's maximum
-    as data range (fastMRI's convention), plus NMSE. ``dc_residual`` is ||A x - y|| / ||y||.
+    as data range (fastMRI's convention), plus NMSE; the target is ``ref`` when given (the
+    root-sum-of-squares image of multi-coil data, fastMRI's reference), else ``|x0|``.
+    ``dc_residual`` is ||A x - y|| / ||y||.
     ``lpips`` (optional) maps two ``[B, 3, H, W]`` images in [-1, 1] to ``[B]`` distances.
     """
     if is_mri:
-        ref = x0.abs()
+        ref = x0.abs() if ref is None else ref.to(device=x.device, dtype=x.abs().dtype)
         data_range = ref.flatten(1).amax(1)
         rec, ini = x.abs(), x_init.abs()
     else:

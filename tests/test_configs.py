@@ -29,23 +29,33 @@ def compose_cfg(overrides: list[str]):
 
 
 def test_all_tasks_present():
-    assert TASKS == ["colorize", "deblur_gauss", "deblur_motion", "inpaint", "mri", "sr16", "sr4", "sr8"]
+    assert TASKS == [
+        "colorize",
+        "deblur_gauss",
+        "deblur_motion",
+        "inpaint",
+        "mri",
+        "mri_multicoil",
+        "sr16",
+        "sr4",
+        "sr8",
+    ]
 
 
-def applies(task: str, init: str) -> bool:
-    """The initializers that apply to a task (the others refuse it by design)."""
+def applies(task: str, sampler: str, init: str) -> bool:
+    """The initializers and samplers that apply to a task (the others refuse it by design)."""
+    if sampler in ("ssos", "hybrid") and task != "mri_multicoil":
+        return False  # score-MRI's coil-by-coil samplers are for multi-coil data
     if init == "bicubic":
         return task.startswith("sr")  # bicubic up-sampling is for super-resolution
     if init == "masked_fill":
-        return task != "mri"  # masked fill is for real images
+        return not task.startswith("mri")  # masked fill is for real images
     if init == "gray":
         return task == "colorize"  # the gray image is for colorization
     return True
 
 
-@pytest.mark.parametrize(
-    "task,sampler,init", [c for c in itertools.product(TASKS, SAMPLERS, INITS) if applies(c[0], c[2])]
-)
+@pytest.mark.parametrize("task,sampler,init", [c for c in itertools.product(TASKS, SAMPLERS, INITS) if applies(*c)])
 def test_compose_and_instantiate(task, sampler, init):
     cfg = compose_cfg(
         [
@@ -63,12 +73,13 @@ def test_compose_and_instantiate(task, sampler, init):
         if key != "hydra" and OmegaConf.is_config(cfg[key]):
             OmegaConf.to_container(cfg[key], resolve=True)
     data = instantiate(cfg.dataset.data)
-    x0 = data[0]["x0"][None]
     op = instantiate(cfg.operator)
     assert isinstance(op, Operator)
-    # the batch's operator, as the evaluation loop builds it (per-image parameters such as motion kernels)
-    op = op.for_batch({"x0": x0, "index": [0], "name": [data[0]["name"]]}, [torch.Generator().manual_seed(0)])
     initializer = instantiate(cfg.initializer)
+    batch = {k: v[None] if torch.is_tensor(v) else [v] for k, v in data[0].items()}  # as the data loader collates
+    # the batch's operator, as the evaluation loop builds it (per-image motion kernels, the coil maps of the data)
+    op = op.for_batch(batch, [torch.Generator().manual_seed(0)])
+    x0 = batch["x0"]
     y = op(x0)
     x_init = initializer(y, op)
     assert x_init.shape == x0.shape

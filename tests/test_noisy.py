@@ -8,13 +8,15 @@ from hydra.utils import instantiate
 
 from ccdf.operators.base import measure
 from ccdf.utils.rng import per_sample_generators
-from tests.test_configs import CONF, compose_cfg
+from tests.test_configs import CONF, applies, compose_cfg
 
 SAMPLERS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
-@pytest.mark.parametrize("task", ["sr4", "inpaint", "mri"])
+@pytest.mark.parametrize(
+    "task,sampler",
+    [(t, s) for t in ("sr4", "inpaint", "mri", "mri_multicoil") for s in SAMPLERS if applies(t, s, "pinv")],
+)
 def test_every_sampler_runs_with_noisy_measurements(task, sampler):
     """sigma_y = 0.05 reaches the sampler (the prox data step, DDNM+, ...) and the result is finite and
     closer to the truth than the measurement's own noise would allow without any data (sanity bound)."""

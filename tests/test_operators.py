@@ -11,15 +11,18 @@ from PIL import Image
 
 from ccdf.operators import (
     Blur,
+    CoilKSpace,
     Colorization,
     Inpainting,
     MotionBlur,
+    MultiCoilMRI,
     Operator,
     SingleCoilMRI,
     SuperResolution,
     cartesian_mask,
     fft2c,
     ifft2c,
+    poisson_mask,
 )
 from ccdf.operators.base import inner, measure
 from tests.conftest import gen
@@ -81,6 +84,34 @@ def make_operator(name: str, tmp_path=None) -> tuple[Operator, tuple[int, ...], 
         return CGPinv(SuperResolution(4, "bicubic")), (2, 3, 16, 16), False
     if name == "cg_mri":
         return CGPinv(SingleCoilMRI.cartesian(16, 4, 0.125, "uniform", seed=0)), (2, 1, 16, 16), True
+    if name.startswith("mc_"):  # multi-coil SENSE: random complex maps, normalised to sum_c |S_c|^2 = 1
+        return make_multicoil(name), (2, 1, 16, 16), True
+    if name == "coil_kspace":
+        return CoilKSpace(poisson_mask(16, 2, 4, seed=1)), (2, 4, 16, 16), True
+    raise KeyError(name)
+
+
+def random_maps(shape, seed: int) -> torch.Tensor:
+    """Smooth-ish random complex coil maps normalised to sum_c |S_c|^2 = 1 (float64)."""
+    maps = rand(shape, True, seed)
+    maps = maps + 2.0  # a common part: well conditioned but not trivially so
+    return maps / maps.abs().pow(2).sum(-3, keepdim=True).sqrt()
+
+
+def make_multicoil(name: str) -> Operator:
+    """``mc_cols`` (shared maps, 1-D column mask: the exact per-row solve), ``mc_cols_batch`` (maps per image),
+    ``mc_poisson`` (2-D Poisson-disc mask: conjugate gradients), ``mc_cols_zero`` (maps vanish on a band: null space)."""
+    mask = cartesian_mask(16, 4, 0.125, "uniform", seed=2)
+    if name == "mc_cols":
+        return MultiCoilMRI(mask, random_maps((4, 16, 16), 10), 16)
+    if name == "mc_cols_batch":
+        return MultiCoilMRI(mask, random_maps((2, 4, 16, 16), 11), 16)
+    if name == "mc_poisson":
+        return MultiCoilMRI(poisson_mask(16, 2, 4, seed=1), random_maps((4, 16, 16), 12))
+    if name == "mc_cols_zero":
+        maps = random_maps((4, 16, 16), 13)
+        maps[:, :, :3] = 0  # outside the "support" (ESPIRiT crops its maps): a null space of A
+        return MultiCoilMRI(mask, maps, 16)
     raise KeyError(name)
 
 
@@ -109,6 +140,11 @@ OPERATORS = [
     "cg_colorize",
     "cg_sr_bicubic_x4",
     "cg_mri",
+    "mc_cols",
+    "mc_cols_batch",
+    "mc_poisson",
+    "mc_cols_zero",
+    "coil_kspace",
 ]
 
 

@@ -11,7 +11,17 @@ import pytest
 import torch
 
 from ccdf.denoisers import CountingDenoiser, DenseGaussianPrior, GaussianDenoiser
-from ccdf.operators import Blur, Colorization, Inpainting, MotionBlur, SingleCoilMRI, SuperResolution
+from ccdf.operators import (
+    Blur,
+    Colorization,
+    Inpainting,
+    MotionBlur,
+    MultiCoilMRI,
+    SingleCoilMRI,
+    SuperResolution,
+    cartesian_mask,
+    poisson_mask,
+)
 from ccdf.operators.base import Operator
 from ccdf.sampling import SOLVERS, Prox, StepSolver, sample_ccdf
 from ccdf.sampling.ccdf import make_solver, reverse_steps
@@ -40,7 +50,26 @@ def _ops():
         "blur_uniform": (Blur.uniform(2, tol=1e-10), (2, 3, 8, 8), False),  # K = 0 at 1 of 8 frequencies per axis
         "blur_motion": (MotionBlur(5, 0.5, tol=1e-10).for_batch({}, [gen(1), gen(3)]), (2, 3, 8, 8), False),
         "colorize": (Colorization(), (2, 3, 8, 8), False),
+        # SENSE: column mask (exact per-row solve) and 2-D Poisson-disc mask (conjugate gradients)
+        "multicoil_rows": (
+            MultiCoilMRI(cartesian_mask(8, 2, 0.25, seed=0), _maps((2, 3, 8, 8)), 8),
+            (2, 1, 8, 8),
+            True,
+        ),
+        "multicoil_2d": (MultiCoilMRI(poisson_mask(8, 2, 2, seed=0), _maps((3, 8, 8))), (2, 1, 8, 8), True),
     }
+
+
+def _maps(shape):
+    """Random complex coil maps normalised to sum_c |S_c|^2 = 1 (float64)."""
+    g = gen(7)
+    maps = (
+        torch.complex(
+            torch.randn(shape, dtype=torch.float64, generator=g), torch.randn(shape, dtype=torch.float64, generator=g)
+        )
+        + 1.5
+    )
+    return maps / maps.abs().pow(2).sum(-3, keepdim=True).sqrt()
 
 
 @pytest.mark.parametrize("name", list(_ops()))

@@ -35,7 +35,8 @@ from ccdf.utils.rng import per_sample_generators
 
 
 class PendingItems(Dataset):
-    """The (index, t0) work items of a data set: ``{"x0", "index", "name", "t0"}`` per item."""
+    """The (index, t0) work items of a data set: the item (``{"x0", "index", "name"}`` and whatever else it
+    carries, e.g. a multi-coil item's ``maps`` and ``ref``) plus ``"t0"``."""
 
     def __init__(self, dataset: Any, work: Sequence[tuple[float, int]]) -> None:
         self.dataset = dataset
@@ -51,7 +52,7 @@ class PendingItems(Dataset):
             item = self.dataset[index]
         if int(item["index"]) != index:
             raise RuntimeError(f"data set item {index} reports index {item['index']}")
-        return {"x0": item["x0"], "index": index, "name": str(item["name"]), "t0": float(t0)}
+        return {**item, "x0": item["x0"], "index": index, "name": str(item["name"]), "t0": float(t0)}
 
 
 class ReconstructionModule(L.LightningModule):
@@ -134,7 +135,8 @@ class ReconstructionModule(L.LightningModule):
         _check_finite(x_init, x, index, batch["name"], t0)  # before anything of this batch is stored
         for b, i in enumerate(index):
             sl = slice(b, b + 1)
-            row = score_item(x[sl], x_init[sl], x0[sl], y[sl], op.select([b]), self.is_mri, self.lpips)
+            ref = batch["ref"][sl] if "ref" in batch else None  # e.g. the RSS reference of multi-coil data
+            row = score_item(x[sl], x_init[sl], x0[sl], y[sl], op.select([b]), self.is_mri, self.lpips, ref=ref)
             row = {"name": batch["name"][b], "key": item_key(x0[b], batch["name"][b]), **row, "nfe": nfe[b],
                    "seconds": seconds * nfe[b] / sum(nfe)}  # fmt: skip
             self.store.write_inputs(i, x0[b], x_init[b], y[sl])

@@ -1,4 +1,4 @@
-"""1-D Cartesian under-sampling masks for MRI (columns of a centred k-space)."""
+"""Under-sampling masks for MRI on a centred k-space: 1-D Cartesian columns, 2-D variable-density Poisson disc."""
 
 from __future__ import annotations
 
@@ -60,6 +60,36 @@ def cartesian_mask(
         pick = torch.multinomial(weights, total - num_center, replacement=False, generator=g)
         mask[free[pick]] = 1
     return mask
+
+
+def poisson_mask(image_size: int | tuple[int, int], acceleration: float, calib_size: int = 24, seed: int = 0) -> Tensor:
+    """A 2-D variable-density Poisson-disc ``[H, W]`` 0/1 mask (sigpy's ``sigpy.mri.poisson``, Bridson's algorithm).
+
+    The ``calib_size x calib_size`` block around ``(H // 2, W // 2)`` is fully sampled (ESPIRiT's
+    calibration region); the density falls as 1 / (1 + s r) with the k-space radius r, ``s`` found by
+    sigpy's bisection so that the realised acceleration is within 0.1 of ``acceleration``; the corners
+    beyond radius 1 are never sampled. ``seed`` fixes the draw (sigpy restores numpy's global state after).
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int | tuple | list):
+        raise ValueError(f"image_size must be a positive integer or a pair [H, W], got {image_size!r}")
+    h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    if h < 2 or w < 2:
+        raise ValueError(f"image_size must be at least 2 x 2 for a Poisson-disc mask, got {(h, w)}")
+    if not acceleration > 1 or not math.isfinite(acceleration):
+        raise ValueError(f"acceleration must be > 1 for a Poisson-disc mask, got {acceleration}")
+    if isinstance(calib_size, bool) or not isinstance(calib_size, int) or not 0 <= calib_size <= min(h, w):
+        raise ValueError(f"calib_size must be an integer in [0, {min(h, w)}], got {calib_size!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    import numpy as np
+    import sigpy.mri
+
+    try:
+        mask = sigpy.mri.poisson((h, w), float(acceleration), calib=(calib_size, calib_size), seed=seed,
+                                 dtype=np.float32)  # fmt: skip
+    except ValueError as err:  # sigpy: "Cannot generate mask to satisfy accel=..."
+        raise ValueError(f"acceleration: {err} (image {h}x{w}, calib_size {calib_size})") from None
+    return torch.from_numpy(np.ascontiguousarray(mask)).round().clamp(0, 1)
 
 
 def realised_acceleration(mask: Tensor) -> float:

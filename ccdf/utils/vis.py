@@ -15,11 +15,14 @@ from ccdf.data.transforms import to_unit
 def measurement_preview(y: Tensor, shape: Sequence[int]) -> Tensor:
     """Show a measurement as an image ``[B, C', H, W]`` in [0, 1].
 
-    Complex (k-space) data: log magnitude, normalised per image. Smaller images (SR): nearest
+    Complex (k-space) data: log magnitude, normalised per image; multi-coil k-space (more channels
+    than ``shape``) shows the root-sum-of-squares over its coils. Smaller images (SR): nearest
     up-sampling. Otherwise the measurement itself in model range.
     """
     h, w = shape[-2:]
     if torch.is_complex(y):
+        if len(shape) == 4 and y.ndim == 4 and y.shape[1] != shape[1]:
+            y = y.abs().pow(2).sum(1, keepdim=True).sqrt()
         mag = torch.log1p(y.abs() / y.abs().flatten(1).amax(1).clamp(min=1e-12).reshape(-1, 1, 1, 1) * 1e3)
         return mag / mag.flatten(1).amax(1).clamp(min=1e-12).reshape(-1, 1, 1, 1)
     if tuple(y.shape[-2:]) != (h, w):
