@@ -22,9 +22,15 @@ def test_every_sampler_runs_with_noisy_measurements(task, sampler):
     closer to the truth than the measurement's own noise would allow without any data (sanity bound)."""
     cfg = compose_cfg([f"task={task}", f"sampler={sampler}", "debug=smoke", "dataset.size=32", "sampler.num_steps=10",
                        "sigma_y=0.05"])  # fmt: skip
-    op, data = instantiate(cfg.operator), instantiate(cfg.dataset.data)
-    x0 = torch.stack([data[i]["x0"] for i in range(min(2, len(data)))])
+    data = instantiate(cfg.dataset.data)
+    items = [data[i] for i in range(min(2, len(data)))]
+    batch = {
+        k: torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k]) else [it[k] for it in items]
+        for k in items[0]
+    }  # fmt: skip  (as the data loader collates)
+    x0 = batch["x0"]
     gens = per_sample_generators(0, range(len(x0)))
+    op = instantiate(cfg.operator).for_batch(batch, gens)  # per-image parameters (coil maps, motion kernels)
     y = measure(op, x0, 0.05, gens)
     assert float((y - op(x0)).abs().max()) > 0  # the noise is there
     x_init = instantiate(cfg.initializer)(y, op)
