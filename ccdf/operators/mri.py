@@ -30,7 +30,36 @@ def _complex(x: Tensor) -> Tensor:
     return torch.complex(x, torch.zeros_like(x))
 
 
-class SingleCoilMRI(Operator):
+class KSpaceMask(Operator):
+    r"""y = M F x on the last two axes (every channel, e.g. every coil, its own image): adjoint = pinv =
+    F^H M, ``project = F^H((1 - M) F x + M y)``, closed-form ``prox``. Subclasses give the mask: ``_m(x)``."""
+
+    def _m(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._m(x) * fft2c(_complex(x))
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return ifft2c(self._m(y) * _complex(y))
+
+    def pinv(self, y: Tensor) -> Tensor:
+        return self.adjoint(y)
+
+    def project(self, x: Tensor, y: Tensor) -> Tensor:
+        m = self._m(x)
+        return ifft2c((1 - m) * fft2c(_complex(x)) + m * _complex(y))
+
+    def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
+        """Closed form in k-space: sampled entries become (y + lam F x) / (1 + lam), the others stay."""
+        if not float(lam) >= 0:
+            raise ValueError(f"prox needs lam >= 0, got {lam}")
+        m = self._m(x)
+        k = fft2c(_complex(x))
+        return ifft2c((1 - m) * k + m * (_complex(y) + lam * k) / (1 + lam))
+
+
+class SingleCoilMRI(KSpaceMask):
     r"""k-space sub-sampling y = M F x; adjoint = pinv = F^H M; ``project = F^H((1 - M) F x + M y)``.
 
     Args:
@@ -96,27 +125,6 @@ class SingleCoilMRI(Operator):
 
     def select(self, idx: list[int]) -> SingleCoilMRI:
         return SingleCoilMRI(self.mask[idx, 0]) if self.mask.shape[0] > 1 else self
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._m(x) * fft2c(_complex(x))
-
-    def adjoint(self, y: Tensor) -> Tensor:
-        return ifft2c(self._m(y) * _complex(y))
-
-    def pinv(self, y: Tensor) -> Tensor:
-        return self.adjoint(y)
-
-    def project(self, x: Tensor, y: Tensor) -> Tensor:
-        m = self._m(x)
-        return ifft2c((1 - m) * fft2c(_complex(x)) + m * _complex(y))
-
-    def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
-        """Closed form in k-space: sampled entries become (y + lam F x) / (1 + lam), the others stay."""
-        if not float(lam) >= 0:
-            raise ValueError(f"prox needs lam >= 0, got {lam}")
-        m = self._m(x)
-        k = fft2c(_complex(x))
-        return ifft2c((1 - m) * k + m * (_complex(y) + lam * k) / (1 + lam))
 
 
 class RandomCartesianMRI(SingleCoilMRI):

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ccdf.operators.base import Operator, check_spatial, conjugate_gradient
 from ccdf.operators.masks import cartesian_mask, poisson_mask
-from ccdf.operators.mri import fft2c, ifft2c
+from ccdf.operators.mri import KSpaceMask, fft2c, ifft2c
 
 
 def _complex(x: Tensor) -> Tensor:
@@ -370,7 +370,7 @@ class MultiCoilMRI(Operator):
         return (x64 + self._solve(_complex(y).to(torch.complex128) - self(x64), float(lam))).to(x.dtype)
 
 
-class CoilKSpace(Operator):
+class CoilKSpace(KSpaceMask):
     r"""Per-coil k-space sampling of coil images: y_c = M F c_c, ``[B, C, H, W]`` -> ``[B, C, H, W]``.
 
     Closed forms as :class:`ccdf.operators.SingleCoilMRI` (adjoint = pinv = F^H M,
@@ -424,24 +424,3 @@ class CoilKSpace(Operator):
     def _m(self, x: Tensor) -> Tensor:
         check_spatial(x, self.size, "CoilKSpace")
         return _batch_param(self.mask, x, "masks").to(dtype=x.real.dtype)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._m(x) * fft2c(_complex(x))
-
-    def adjoint(self, y: Tensor) -> Tensor:
-        return ifft2c(self._m(y) * _complex(y))
-
-    def pinv(self, y: Tensor) -> Tensor:
-        return self.adjoint(y)
-
-    def project(self, x: Tensor, y: Tensor) -> Tensor:
-        m = self._m(x)
-        return ifft2c((1 - m) * fft2c(_complex(x)) + m * _complex(y))
-
-    def prox(self, x: Tensor, y: Tensor, lam: float) -> Tensor:
-        """Closed form in k-space: sampled entries become (y + lam F x) / (1 + lam), the others stay."""
-        if not float(lam) >= 0:
-            raise ValueError(f"prox needs lam >= 0, got {lam}")
-        m = self._m(x)
-        k = fft2c(_complex(x))
-        return ifft2c((1 - m) * k + m * (_complex(y) + lam * k) / (1 + lam))
