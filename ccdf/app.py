@@ -448,6 +448,11 @@ def check_auto_t0(cfg: DictConfig) -> None:
             "derived for the classic solvers (sampler=ccdf, ddim, ve_pc: DDPM, DDIM and VE predictor-corrector "
             "steps with dc=project or none); give a number as sampler.t0"
         )
+    if cfg.get("operator") is not None and cfg.operator.get("per_image"):
+        raise ValueError(
+            "sampler.t0=auto calibrates one operator on auto_t0.calib_data; operator.per_image=true draws a "
+            "different operator per image: set operator.per_image=false or give a number as sampler.t0"
+        )
     closed_form_sampler(cfg.sampler.get("step"), cfg.sampler.get("eta", 0.0) or 0.0,
                         corrector=cfg.sampler.get("corrector"))  # fmt: skip
     if str(ac.basis) not in BASES:

@@ -113,6 +113,8 @@ def test_smoke_run_records_resolved_sampler_and_unique_default_folder(tmp_path):
         (["sampler.t0=auto", "sampler.dc=prox"], "sampler.t0=auto does not cover sampler=ccdf"),
         # issue 12: nor score-MRI's coil-by-coil samplers (a sampler._target_ other than sample_ccdf)
         (["task=mri_multicoil", "sampler=ssos", "sampler.t0=auto"], "sampler.t0=auto does not cover sampler=ssos"),
+        # ... nor an operator drawn per image (one operator is calibrated)
+        (["sampler.t0=auto", "operator.per_image=true"], "operator.per_image=true draws a different operator"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_naming_the_key(tmp_path, overrides, message):
