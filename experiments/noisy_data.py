@@ -13,6 +13,10 @@ Part 2. The exact linear-Gaussian propagation (``ccdf.theory.propagate``, which 
 Monte Carlo through ``sample_ccdf`` for one setting: THEORY's 16-pixel periodic prior, a 6-pixel box
 hole, sigma_y = 0.1, DDPM with beta-tilde, N = 100, an initial error of 0.05 per unknown pixel.
 
+Part 3. Why the projection wins on random inpainting: Monte Carlo on a 64-pixel periodic Gaussian prior
+(exact denoiser) with 30% of the pixels observed, sigma_y = 0.05, the error split into observed and
+missing pixels, against the posterior mean's (MMSE) error.
+
 Writes experiments/results/noisy_data.md.
 """
 
@@ -33,6 +37,7 @@ from ccdf.evaluation import score_item
 from ccdf.operators import Inpainting
 from ccdf.operators.base import measure
 from ccdf.sampling import sample_ccdf
+from ccdf.sampling.conditioning import Prox
 from ccdf.schedules import DiscreteVP
 from ccdf.theory import error_shape, make_problem, propagate
 from ccdf.utils.rng import per_sample_generators
@@ -112,8 +117,40 @@ def theory_vs_measured(m: int = 4000, num_steps: int = 100, sigma_y: float = 0.1
     return lines
 
 
+def inpainting_split(m: int = 1000, n: int = 64, sigma_y: float = SIGMA_Y) -> list[str]:
+    i = torch.arange(n)
+    d = (i[:, None] - i[None]).abs()
+    lines = [f"Why: {m} Monte Carlo runs on a {n}-pixel periodic Gaussian prior (variance 0.25, correlation rho per "
+             f"pixel), 30% of the pixels observed, sigma_y = {sigma_y}, CCDF (DDPM) from the pseudo-inverse, N = 100; "
+             "mean squared error per pixel (± s.e.) on the observed and the missing pixels:", "",
+             "| rho | t0 | data step | observed | missing | all | posterior mean (all) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for rho in (0.77, 0.97):
+        cov = 0.25 * rho ** torch.minimum(d, n - d).double()
+        mask = (torch.rand(n, generator=torch.Generator().manual_seed(3)) < 0.3).double()
+        schedule = DiscreteVP.linear()
+        prior = DenseGaussianPrior(torch.zeros(n, dtype=torch.float64), cov, (1, 1, n))
+        op = Inpainting(mask.reshape(1, n))
+        a = torch.eye(n, dtype=torch.float64)[mask > 0]
+        gain = cov @ a.T @ torch.linalg.inv(a @ cov @ a.T + sigma_y**2 * torch.eye(len(a), dtype=torch.float64))
+        mmse = float(torch.trace(cov - gain @ a @ cov)) / n
+        g = torch.Generator().manual_seed(1)
+        x_true = prior.sample(m, g)
+        y = measure(op, x_true, sigma_y, g)
+        for t0 in (0.2, 1.0):
+            for name, dc in (("project", "project"), ("prox", Prox())):
+                x = sample_ccdf(GaussianDenoiser(prior, schedule), schedule, op, y, op.pinv(y), t0=t0, num_steps=100,
+                                generator=torch.Generator().manual_seed(5), step="ddpm", dc=dc, sigma_y=sigma_y)  # fmt: skip
+                sq = ((x - x_true) ** 2).flatten(1)
+                parts = [sq[:, mask > 0].mean(1), sq[:, mask == 0].mean(1), sq.mean(1)]
+                cells = [f"{float(p.mean()):.4f} ± {float(p.std()) / np.sqrt(m):.4f}" for p in parts]
+                lines.append(f"| {rho} | {t0} | {name} | {' | '.join(cells)} | {mmse:.4f} |")
+                print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
-    lines = ["Regenerate: `python experiments/noisy_data.py`.", "", *prox_vs_project(), "", *theory_vs_measured()]
+    lines = ["Regenerate: `python experiments/noisy_data.py`.", "", *prox_vs_project(), "", *theory_vs_measured(),
+             "", *inpainting_split()]  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "noisy_data.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
