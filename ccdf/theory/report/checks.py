@@ -21,10 +21,17 @@ from ccdf.theory.closed_form import (
     sigma2_of_t0,
     t0_of_sigma2,
 )
-from ccdf.theory.paper import contraction_factor, paper_constants, theorem1_bound, theorem2_threshold
-from ccdf.theory.problems import periodic_prior_cov
+from ccdf.theory.paper import theorem1_bound, theorem2_threshold
 from ccdf.theory.reference import REFERENCE_FILE, load_reference
-from ccdf.theory.report.numbers import SHAPES, VARIANT_LABELS, _argmin, _beats_from, _sig, _violations
+from ccdf.theory.report.numbers import (
+    SHAPES,
+    VARIANT_LABELS,
+    _argmin,
+    _beats_from,
+    _sig,
+    _violations,
+    prior_and_factors,
+)
 
 T0S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 THEOREM2_PROOF = ((1, 0.25), (1, 0.75), (0.5, 0.75), (0.1, 0.25), (0.1, 0.75), (0.5, 0.25))
@@ -84,11 +91,7 @@ def _check(quantity: str, theory: str | int, tolerance: float, ours: float) -> d
 
 def _common(schedule, num_steps: int) -> dict[str, float]:
     """§1 prior, the sigma^2(t0) table, §4 contraction factors, §5.2 the proof's thresholds."""
-    cov = periodic_prior_cov()
-    lam = np.linalg.eigvalsh(cov)
-    pc = paper_constants(schedule, num_steps)
-    i_max = int(np.nanargmax(pc.lam))
-    m = contraction_factor(schedule, num_steps, float(lam.max()))
+    cov, lam, pc, i_max, m = prior_and_factors(schedule, num_steps)
     lam200 = np.max(pc.lam[1:201])
     ours = {
         "prior: smallest eigenvalue": lam.min(),

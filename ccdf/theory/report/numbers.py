@@ -305,13 +305,19 @@ def _mse_vs_frechet(pb, base: Propagation, iso, schedule, num_steps, frechet_eps
 # --- problem-independent -----------------------------------------------------------------------------
 
 
-def common_numbers(schedule, num_steps: int) -> dict[str, Any]:
-    """Problem-independent numbers: the prior, sigma^2(t0), the paper's constants, Theorem 2's proof."""
+def prior_and_factors(schedule, num_steps: int):
+    """THEORY's prior ``cov`` and its eigenvalues ``lam``, the paper's constants ``pc`` with the argmax of its
+    lambda_i, and the true per-step factor ``m`` along the prior's top direction (§1, §4)."""
     cov = periodic_prior_cov()
     lam = np.linalg.eigvalsh(cov)
     pc = paper_constants(schedule, num_steps)
-    i_max = int(np.nanargmax(pc.lam))
     m = contraction_factor(schedule, num_steps, float(lam.max()))
+    return cov, lam, pc, int(np.nanargmax(pc.lam)), m
+
+
+def common_numbers(schedule, num_steps: int) -> dict[str, Any]:
+    """Problem-independent numbers: the prior, sigma^2(t0), the paper's constants, Theorem 2's proof."""
+    cov, lam, pc, i_max, m = prior_and_factors(schedule, num_steps)
     k = min(200, num_steps)
     t0s = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
     return {
