@@ -558,5 +558,7 @@ def test_one_cartesian_constructor_for_single_and_multi_coil():
     assert SingleCoilMRI.cartesian(16, per_image=True).mask_args == (16, 4.0, 0.08, "uniform")
     maps = torch.ones(2, 16, 16, dtype=torch.complex64) / math.sqrt(2)
     assert MultiCoilMRI.cartesian(16, maps=maps).num_coils == 2
-    with pytest.raises(TypeError, match="maps"):
+    with pytest.raises(ValueError, match="maps is for MultiCoilMRI"):
         SingleCoilMRI.cartesian(16, maps=maps)
+    with pytest.raises(ValueError, match="per_image masks are for SingleCoilMRI"):
+        MultiCoilMRI.cartesian(16, per_image=True)

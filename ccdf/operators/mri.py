@@ -8,7 +8,6 @@ a complex image with zero imaginary part. The mask selects columns (phase encode
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +35,7 @@ def _complex(x: Tensor) -> Tensor:
 class CartesianColumns:
     """The ``cartesian`` constructor of the Cartesian k-space operators (single- and multi-coil): one signature.
 
-    A subclass builds itself from the column mask in ``_from_columns(mask, (H, W), mask_args, **options)``.
+    A subclass builds itself from the column mask in ``_from_columns(mask, (H, W), mask_args, per_image, maps)``.
     """
 
     @classmethod
@@ -47,19 +46,23 @@ class CartesianColumns:
         center_fraction: float = 0.08,
         pattern: str = "uniform",
         seed: int = 0,
-        **options: Any,
+        per_image: bool = False,
+        maps: Tensor | None = None,
     ):
         """1-D random Cartesian column mask of the image width (:func:`ccdf.operators.masks.cartesian_mask`).
 
         Args:
             image_size: ``H = W`` or ``(H, W)``.
             acceleration, center_fraction, pattern, seed: the mask's (fastMRI's ``RandomMaskFunc``).
-            options: the operator's own: ``per_image`` (:class:`SingleCoilMRI`), ``maps``
-                (:class:`ccdf.operators.MultiCoilMRI`).
+            per_image: :class:`SingleCoilMRI` only: each image of a batch gets its own mask, drawn from its
+                own generator (:meth:`RandomCartesianMRI.for_batch`); the ``seed`` mask stands in where no
+                batch is given.
+            maps: :class:`ccdf.operators.MultiCoilMRI` only: the coil maps (``None``: they come with the data).
         """
         h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
         mask = cartesian_mask(w, acceleration, center_fraction, pattern, seed)
-        return cls._from_columns(mask, (h, w), (w, float(acceleration), float(center_fraction), pattern), **options)
+        mask_args = (w, float(acceleration), float(center_fraction), pattern)
+        return cls._from_columns(mask, (h, w), mask_args, per_image=bool(per_image), maps=maps)
 
 
 class KSpaceMask(Operator):
@@ -120,10 +123,9 @@ class SingleCoilMRI(CartesianColumns, KSpaceMask):
         self.register_buffer("mask", mask.contiguous()[:, None])
 
     @classmethod
-    def _from_columns(cls, mask: Tensor, size: tuple[int, int], mask_args: tuple, per_image: bool = False):
-        """The :meth:`~CartesianColumns.cartesian` operator: ``per_image=True`` gives each image of a batch its
-        own mask, drawn from its own generator (:meth:`RandomCartesianMRI.for_batch`); the ``seed`` mask stands
-        in where no batch is given."""
+    def _from_columns(cls, mask: Tensor, size: tuple[int, int], mask_args: tuple, *, per_image: bool, maps):
+        if maps is not None:
+            raise ValueError("SingleCoilMRI has no coil maps: maps is for MultiCoilMRI (operator=mri_multicoil)")
         if not per_image:
             return cls(mask, size)
         op = RandomCartesianMRI(mask, size)

@@ -166,8 +166,10 @@ class MultiCoilMRI(CartesianColumns, Operator):
         self._pinv_memo: tuple[Tensor, int, Tensor] | None = None
 
     @classmethod
-    def _from_columns(cls, mask: Tensor, size: tuple[int, int], mask_args: tuple, maps: Tensor | None = None):
+    def _from_columns(cls, mask: Tensor, size: tuple[int, int], mask_args: tuple, *, per_image: bool, maps):
         """The :meth:`~ccdf.operators.mri.CartesianColumns.cartesian` operator: the same mask for every coil."""
+        if per_image:
+            raise ValueError("per_image masks are for SingleCoilMRI; MultiCoilMRI.cartesian draws one mask")
         return cls(mask, maps, size)
 
     @classmethod
