@@ -11,13 +11,11 @@ overrides of the same sweep) are kept apart by their Hydra override string.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from ccdf.runs import csv_text, markdown_table, read_runs
 from ccdf.utils.io import atomic_write
 
 COLUMNS = ("overrides", "t0", "reverse_steps", "num_steps", "nfe", "psnr", "ssim", "init_psnr", "init_ssim", "seconds")
@@ -30,19 +28,10 @@ def collect(folder: str | Path) -> list[dict[str, Any]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"sweep folder not found: {folder}")
     rows = []
-    for path in sorted(folder.rglob("metrics.json")):
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"cannot read {path}: {err}") from err
-        overrides_file = path.parent / ".hydra" / "overrides.yaml"
-        overrides = ""
-        if overrides_file.is_file():
-            lines = [ln.strip()[2:] for ln in overrides_file.read_text().splitlines() if ln.strip().startswith("- ")]
-            overrides = " ".join(o for o in lines if not o.startswith(("sampler.t0=", "hydra.")))
-        rows.append(
-            {"overrides": overrides, **{k: m.get(k) for k in COLUMNS if k != "overrides"}, "run": str(path.parent)}
-        )
+    for run in read_runs(folder):
+        overrides = " ".join(o for o in run.overrides if not o.startswith(("sampler.t0=", "hydra.")))
+        values = {k: run.metrics.get(k) for k in COLUMNS if k != "overrides"}
+        rows.append({"overrides": overrides, **values, "run": str(run.path)})
     if not rows:
         raise ValueError(f"no metrics.json under {folder}: is it a finished sweep folder?")
     rows.sort(key=lambda r: (r["overrides"], r["reverse_steps"] or 0))
@@ -50,24 +39,17 @@ def collect(folder: str | Path) -> list[dict[str, Any]]:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*COLUMNS, "run"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    return csv_text([*COLUMNS, "run"], [[r[k] for k in (*COLUMNS, "run")] for r in rows])
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    head = (
-        "| overrides | t0 | N' | NFE | PSNR | SSIM | init PSNR | init SSIM | seconds |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
-    )
-    body = "".join(
-        f"| {r['overrides'] or '-'} | {r['t0']:g} | {r['reverse_steps']} | {r['nfe']:g} | {r['psnr']:.2f} | "
-        f"{r['ssim']:.4f} | {r['init_psnr']:.2f} | {r['init_ssim']:.4f} | {r['seconds']:.1f} |\n"
+    head = ["overrides", "t0", "N'", "NFE", "PSNR", "SSIM", "init PSNR", "init SSIM", "seconds"]
+    body = [
+        [r["overrides"] or "-", f"{r['t0']:g}", str(r["reverse_steps"]), f"{r['nfe']:g}", f"{r['psnr']:.2f}",
+         f"{r['ssim']:.4f}", f"{r['init_psnr']:.2f}", f"{r['init_ssim']:.4f}", f"{r['seconds']:.1f}"]
         for r in rows
-    )
-    return head + body
+    ]  # fmt: skip
+    return markdown_table(head, body)
 
 
 def plot(rows: list[dict[str, Any]], folder: Path) -> list[Path]:

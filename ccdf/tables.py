@@ -5,15 +5,16 @@
     python -m ccdf.tables run sr_ffhq --small --dry-run    # only print the run.py command lines
     python -m ccdf.tables show sr_ffhq --small             # the table of finished runs
 
-``experiments/paper_tables/<table>/run.sh`` and ``table.py`` call these. A table is a list of
-rows (methods) by a list of columns (scale factors, masks, accelerations), each cell a few
-metrics. Every row is one ``python run.py -m experiment=<table>[_small] <row overrides>`` that
-sweeps the columns (or one such command per column, when a column sets more than one key); its
-runs go to ``<out>/<row key>/``. A row marked ``init_of`` runs nothing: it is the initializer of
-another row's runs (their ``init_*`` metrics, NFE 0). The aggregator finds each cell's run by the
-column's overrides in the run's ``.hydra/overrides.yaml`` and writes ``table.md`` and
-``table.csv`` next to the runs. Metrics a run does not have (FID/KID/LPIPS without their
-weights) print as "–".
+``experiments/paper_tables/run.sh TABLE`` calls these. A table is a list of rows (methods) by a
+list of columns (scale factors, masks, accelerations), each cell a few metrics; both are data, the
+``paper_table`` node of the experiment config that pins the table (``conf/experiment/<table>.yaml``,
+``<table>_small.yaml``; :func:`load_tables`). Every row is one
+``python run.py -m experiment=<table>[_small] <row overrides>`` that sweeps the columns (or one such
+command per column, when a column sets more than one key); its runs go to ``<out>/<row key>/``. A
+row marked ``init_of`` runs nothing: it is the initializer of another row's runs (their ``init_*``
+metrics, NFE 0). The aggregator finds each cell's run by the column's overrides in the run's
+``.hydra/overrides.yaml`` (:func:`ccdf.runs.read_runs`) and writes ``table.md`` and ``table.csv``
+next to the runs. Metrics a run does not have (FID/KID/LPIPS without their weights) print as "–".
 
 No Hydra here: the runs are subprocesses, and their folders are read as plain JSON/YAML.
 """
@@ -21,9 +22,6 @@ No Hydra here: the runs are subprocesses, and their folders are read as plain JS
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import math
 import os
 import shlex
@@ -35,11 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ccdf.runs import Run, csv_text, markdown_table, read_runs
 from ccdf.utils.io import atomic_write
 
 MISSING = "–"
-IMAGE_METRICS = ("fid", "kid", "lpips", "psnr", "ssim")
-MRI_METRICS = ("psnr", "ssim")
 METRIC_NAMES = {"fid": "FID", "kid": "KID", "lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM", "nmse": "NMSE"}
 METRIC_FORMATS = {"fid": ".2f", "kid": ".4f", "lpips": ".4f", "psnr": ".2f", "ssim": ".4f", "nmse": ".4f"}
 #: OMP_NUM_THREADS of the small variants' runs unless the environment sets it: on a CPU shared with
@@ -93,102 +90,54 @@ class Table:
     variants: dict[str, Variant] = field(default_factory=dict)
 
 
-# Rows shared by the tables. "From noise" is the same sampler and DC started at t0 = 1 from
-# x_init = 0: the score-based baseline (ILVR / score-POCS style) with N steps, and with the
-# few steps that CCDF takes. A full-scale experiment pins its learned initializer's checkpoint
-# (initializer.ckpt); a row that switches to another initializer drops that key (~).
-FROM_NOISE = ("initializer=zero", "sampler.t0=1")
-DROP_CKPT = "~initializer.ckpt"
+def load_tables(experiment_dir: str | Path | None = None) -> dict[str, Table]:
+    """Every paper table pinned by ``conf/experiment/*.yaml``: the ``paper_table`` node of each config
+    (``<table>.yaml`` the full scale, ``<table>_small.yaml`` the small variant).
 
+    The node: ``name``, ``title``, ``metrics``, ``init`` (the initializer as printed), optional
+    ``note``, ``columns`` (``label``, ``overrides``) and ``rows`` (``key``, ``label``, optional
+    ``overrides`` and ``init_of``); see :class:`Row` and :class:`Column`.
+    """
+    import yaml
 
-def _rows(full_steps: int, short_steps: int, *extra: Row, learned_init: bool) -> tuple[Row, ...]:
-    drop = (DROP_CKPT,) if learned_init else ()
-    return (
-        Row("init", "{init} (initializer alone)", init_of="ccdf"),
-        *[r for r in extra if r.init_of],
-        Row("noise_full", "from noise, N = {num_steps}", (*FROM_NOISE, *drop, f"sampler.num_steps={full_steps}")),
-        Row("noise_short", "from noise, N = {num_steps}", (*FROM_NOISE, *drop, f"sampler.num_steps={short_steps}")),
-        *[r for r in extra if not r.init_of],
-        Row("ccdf", "CCDF from {init}, t0 = {t0:g} (N' = {reverse_steps} of {num_steps})"),
-    )
-
-
-SR_COLUMNS = tuple(Column(f"×{f}", (f"task=sr{f}",)) for f in (4, 8, 16))
-MRI_COLUMNS = (  # fastMRI's mask pairs (RandomMaskFunc): x4 with 8% of the centre, x8 with 4%
-    Column("×4", ("operator.acceleration=4", "operator.center_fraction=0.08")),
-    Column("×8", ("operator.acceleration=8", "operator.center_fraction=0.04")),
-)
-MRI_ZERO_FILLED = (
-    Row("init_zf", "zero-filled (initializer alone)", init_of="ccdf_zf"),
-    Row(
-        "ccdf_zf",
-        "CCDF from zero-filled, t0 = {t0:g} (N' = {reverse_steps} of {num_steps})",
-        ("initializer=pinv", DROP_CKPT),
-    ),
-)
-
-SMALL_FACES_DEMO = "the 4 bundled FFHQ faces at 128×128, learned demo prior"
-SMALL_FACES_GAUSS = "the 4 bundled FFHQ faces (no AFHQ image is bundled) at 128×128, Gaussian prior"
-SMALL_KNEE = "the bundled fastMRI knee slice, Gaussian prior (VE)"
-
-TABLES: dict[str, Table] = {
-    "sr_ffhq": Table(
-        "sr_ffhq",
-        "Super-resolution ×4 / ×8 / ×16 on FFHQ 256×256",
-        IMAGE_METRICS,
-        {
-            "full": Variant("sr_ffhq", "ESRGAN", _rows(1000, 20, learned_init=True), SR_COLUMNS),
-            "small": Variant(
-                "sr_ffhq_small", "bicubic", _rows(100, 20, learned_init=False), SR_COLUMNS, SMALL_FACES_DEMO
-            ),
-        },
-    ),
-    "sr_afhq": Table(
-        "sr_afhq",
-        "Super-resolution ×4 / ×8 / ×16 on AFHQ-dog 256×256",
-        IMAGE_METRICS,
-        {
-            "full": Variant("sr_afhq", "ESRGAN", _rows(1000, 20, learned_init=True), SR_COLUMNS),
-            "small": Variant(
-                "sr_afhq_small", "bicubic", _rows(1000, 20, learned_init=False), SR_COLUMNS, SMALL_FACES_GAUSS
-            ),
-        },
-    ),
-    "inpaint_ffhq": Table(
-        "inpaint_ffhq",
-        "Inpainting on FFHQ 256×256: centred box and 70% random pixels missing",
-        IMAGE_METRICS,
-        {
-            "full": Variant(
-                "inpaint_ffhq",
-                "masked fill",
-                _rows(1000, 20, learned_init=False),
-                (Column("box 128×128", ("operator=inpaint_box",)), Column("random 70%", ("operator=inpaint_random",))),
-            ),
-            "small": Variant(  # 128x128 images: the box keeps its quarter of the area
-                "inpaint_ffhq_small",
-                "masked fill",
-                _rows(100, 20, learned_init=False),
-                (
-                    Column("box 64×64", ("operator=inpaint_box", "operator.box_size=64")),
-                    Column("random 70%", ("operator=inpaint_random",)),
-                ),
-                SMALL_FACES_DEMO,
-            ),
-        },
-    ),
-    "mri_knee": Table(
-        "mri_knee",
-        "Compressed-sensing MRI on fastMRI knee (single-coil, 320×320)",
-        MRI_METRICS,
-        {
-            "full": Variant("mri_knee", "U-Net", _rows(2000, 20, *MRI_ZERO_FILLED, learned_init=True), MRI_COLUMNS),
-            "small": Variant(
-                "mri_knee_small", "zero-filled", _rows(500, 20, learned_init=False), MRI_COLUMNS, SMALL_KNEE
-            ),
-        },
-    ),
-}
+    folder = Path(experiment_dir) if experiment_dir is not None else repo_root() / "conf" / "experiment"
+    found: dict[str, Table] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        node = (yaml.safe_load(path.read_text()) or {}).get("paper_table")
+        if node is None:
+            continue
+        try:
+            name, title, metrics = str(node["name"]), str(node["title"]), tuple(str(m) for m in node["metrics"])
+            var = Variant(
+                path.stem,
+                str(node["init"]),
+                tuple(
+                    Row(
+                        str(r["key"]),
+                        str(r["label"]),
+                        tuple(str(o) for o in r.get("overrides") or ()),
+                        r.get("init_of"),
+                    )
+                    for r in node["rows"]
+                ),  # fmt: skip
+                tuple(Column(str(c["label"]), tuple(str(o) for o in c["overrides"])) for c in node["columns"]),
+                str(node.get("note", "")),
+            )
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(
+                f"{path}: paper_table needs name, title, metrics, init, columns (label, overrides) and rows "
+                f"(key, label[, overrides, init_of]); {type(err).__name__}: {err}"
+            ) from err
+        keys = [r.key for r in var.rows]
+        bad = [r.init_of for r in var.rows if r.init_of and r.init_of not in keys]
+        if len(set(keys)) != len(keys) or bad or not var.columns:
+            raise ValueError(f"{path}: paper_table rows need unique keys, init_of a row key (got {bad}), columns")
+        variant = "small" if path.stem.endswith("_small") else "full"
+        table = found.setdefault(name, Table(name, title, metrics, {}))
+        if (table.title, table.metrics) != (title, metrics) or variant in table.variants:
+            raise ValueError(f"{path}: paper_table {name!r} ({variant}) repeats a variant or differs in title/metrics")
+        table.variants[variant] = var
+    return found
 
 
 def get_table(name: str) -> Table:
@@ -277,40 +226,26 @@ def repo_root() -> Path:
     raise FileNotFoundError("run.py not found: run this from the ccdf repository root")
 
 
+def _load_or_none() -> dict[str, Table]:
+    try:
+        return load_tables()
+    except FileNotFoundError:  # ccdf installed without its checkout: no configs, no tables
+        return {}
+
+
+#: The paper tables, from ``conf/experiment/*.yaml`` (:func:`load_tables`).
+TABLES: dict[str, Table] = _load_or_none()
+
+
 # ----------------------------------------------------------------------------------------------
 # Reading runs and formatting
-
-
-@dataclass
-class Run:
-    path: Path
-    metrics: dict[str, Any]
-    overrides: list[str]
-
-
-def read_runs(folder: Path) -> list[Run]:
-    """Every finished run (``metrics.json`` with ``.hydra/overrides.yaml``) below ``folder``."""
-    import yaml
-
-    runs = []
-    for path in sorted(folder.rglob("metrics.json")):
-        over = path.parent / ".hydra" / "overrides.yaml"
-        if not over.is_file():
-            raise ValueError(f"{path.parent} has no .hydra/overrides.yaml: not a run.py run folder")
-        try:
-            metrics = json.loads(path.read_text())
-            overrides = [str(o) for o in (yaml.safe_load(over.read_text()) or [])]
-        except (OSError, ValueError, yaml.YAMLError) as err:
-            raise ValueError(f"cannot read {path.parent}: {err}") from err
-        runs.append(Run(path.parent, metrics, overrides))
-    return runs
 
 
 def cell_runs(table: Table, variant: str, out: Path) -> dict[str, list[Run]]:
     """For each row key, its run per column (in column order); a clear error for what is missing."""
     var = get_variant(table, variant)
     by_key = {r.key: r for r in var.rows}
-    hint = f"run experiments/paper_tables/{table.name}/run.sh{' --small' if variant == 'small' else ''} first"
+    hint = f"run experiments/paper_tables/run.sh {table.name}{' --small' if variant == 'small' else ''} first"
     if not out.is_dir():
         raise FileNotFoundError(f"{table.name} ({variant}): no runs in {out} (folder not found); {hint}")
     cells: dict[str, list[Run]] = {}
@@ -324,7 +259,7 @@ def cell_runs(table: Table, variant: str, out: Path) -> dict[str, list[Run]]:
             raise FileNotFoundError(
                 f"{table.name} ({variant}): no runs of row {source.key!r}: {folder} not found; {hint}"
             )
-        runs = read_runs(folder)
+        runs = read_runs(folder, require_overrides=True)
         picked = []
         for col in var.columns:
             match = [r for r in runs if set(col.overrides) <= set(r.overrides)]
@@ -386,31 +321,32 @@ def to_markdown(name: str, variant: str, records: list[dict[str, Any]]) -> str:
     table = get_table(name)
     var = get_variant(table, variant)
     heads = [f"{c.label} {METRIC_NAMES.get(m, m)}" for c in var.columns for m in table.metrics]
-    lines = [
-        f"{table.title} — {variant} ({var.experiment}{': ' + var.note if var.note else ''}); "
-        f'mean over images, "{MISSING}": metric not computed',
-        "",
-        "| method | NFE | " + " | ".join(heads) + " |",
-        "|---|---:|" + "---:|" * len(heads),
+    rows = [
+        [
+            rec["label"],
+            _fmt_nfe(rec["nfe"]),
+            *[_fmt(rec["values"][c.label][m], m) for c in var.columns for m in table.metrics],
+        ]
+        for rec in records
     ]
-    for rec in records:
-        cells = [_fmt(rec["values"][c.label][m], m) for c in var.columns for m in table.metrics]
-        lines.append(f"| {rec['label']} | {_fmt_nfe(rec['nfe'])} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    title = (
+        f"{table.title} — {variant} ({var.experiment}{': ' + var.note if var.note else ''}); "
+        f'mean over images, "{MISSING}": metric not computed'
+    )
+    return f"{title}\n\n" + markdown_table(["method", "NFE", *heads], rows, right_from=1)
 
 
 def to_csv(name: str, variant: str, records: list[dict[str, Any]]) -> str:
     """The same table as CSV, numbers at full precision, empty where a metric is missing."""
     table = get_table(name)
     var = get_variant(table, variant)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["row", "method", "nfe", *[f"{c.label} {m}" for c in var.columns for m in table.metrics]])
+    header = ["row", "method", "nfe", *[f"{c.label} {m}" for c in var.columns for m in table.metrics]]
+    rows = []
     for rec in records:
         vals = [rec["values"][c.label][m] for c in var.columns for m in table.metrics]
         nfe = "/".join(f"{n:g}" for n in rec["nfe"])
-        writer.writerow([rec["row"], rec["label"], nfe, *["" if v is None else repr(v) for v in vals]])
-    return buf.getvalue()
+        rows.append([rec["row"], rec["label"], nfe, *["" if v is None else repr(v) for v in vals]])
+    return csv_text(header, rows)
 
 
 def show_table(name: str, variant: str, *, out: Path | None = None) -> int:

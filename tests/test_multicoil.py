@@ -541,3 +541,24 @@ def test_ssos_sampler_runs_in_the_app_and_counts_every_coil(tmp_path):
     assert math.isfinite(app.main(cfg))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["nfe"] == 64 and metrics["num_images"] == 1
+
+
+def test_one_cartesian_constructor_for_single_and_multi_coil():
+    """SingleCoilMRI.cartesian and MultiCoilMRI.cartesian share one constructor (CartesianColumns): the same
+    column mask of the image width for the same settings, square or not; each keeps its own options."""
+    from ccdf.operators import SingleCoilMRI
+
+    single = SingleCoilMRI.cartesian((8, 16), 2, 0.25, "uniform", seed=3)
+    multi = MultiCoilMRI.cartesian((8, 16), 2, 0.25, "uniform", seed=3)
+    expected = cartesian_mask(16, 2, 0.25, "uniform", 3)
+    assert single.mask.shape == (1, 1, 8, 16) and multi.size == (8, 16)
+    torch.testing.assert_close(single.mask[0, 0], expected[None].expand(8, -1))
+    torch.testing.assert_close(multi.mask.reshape(-1, 16)[0], expected)
+    assert type(SingleCoilMRI.cartesian(16, per_image=True)).__name__ == "RandomCartesianMRI"
+    assert SingleCoilMRI.cartesian(16, per_image=True).mask_args == (16, 4.0, 0.08, "uniform")
+    maps = torch.ones(2, 16, 16, dtype=torch.complex64) / math.sqrt(2)
+    assert MultiCoilMRI.cartesian(16, maps=maps).num_coils == 2
+    with pytest.raises(ValueError, match="maps is for MultiCoilMRI"):
+        SingleCoilMRI.cartesian(16, maps=maps)
+    with pytest.raises(ValueError, match="per_image masks are for SingleCoilMRI"):
+        MultiCoilMRI.cartesian(16, per_image=True)

@@ -28,13 +28,63 @@ def compose_cfg(overrides: list[str]):
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 
-def test_every_table_has_its_two_experiments_and_folder():
+def test_every_table_has_its_two_experiments_and_one_runner():
     named = {v.experiment for t in TABLES.values() for v in t.variants.values()}
     assert named == set(EXPERIMENTS)
+    assert set(TABLES) == {"sr_ffhq", "sr_afhq", "inpaint_ffhq", "mri_knee"}
     for name, table in TABLES.items():
         assert set(table.variants) == {"full", "small"} and table.name == name
-        folder = ROOT / "experiments" / "paper_tables" / name
-        assert (folder / "run.sh").is_file() and (folder / "table.py").is_file()
+        assert table.variants["small"].experiment == f"{name}_small" and table.variants["full"].experiment == name
+    folder = ROOT / "experiments" / "paper_tables"
+    assert (folder / "run.sh").is_file() and not [p for p in folder.iterdir() if p.is_dir()]  # one runner, no wrappers
+
+
+def test_rows_and_columns_are_read_from_the_experiment_config(tmp_path):
+    """ccdf.tables.load_tables: the paper_table node of conf/experiment/*.yaml is the table (rows, columns, labels)."""
+    (tmp_path / "toy.yaml").write_text(
+        "# @package _global_\nsampler:\n  t0: 0.2\npaper_table:\n  name: toy\n  title: Toy\n  metrics: [psnr]\n"
+        "  init: bicubic\n  columns:\n    - {label: x4, overrides: [task=sr4]}\n"
+        "  rows:\n    - {key: init, label: '{init} alone', init_of: ccdf}\n"
+        "    - {key: noise, label: noise, overrides: [sampler.t0=1, '~initializer.ckpt']}\n"
+        "    - {key: ccdf, label: CCDF}\n"
+    )
+    (tmp_path / "plain.yaml").write_text("# @package _global_\nseed: 3\n")  # not a table: ignored
+    loaded = tables.load_tables(tmp_path)
+    assert list(loaded) == ["toy"] and list(loaded["toy"].variants) == ["full"]
+    var = loaded["toy"].variants["full"]
+    assert var == Variant(
+        "toy",
+        "bicubic",
+        (Row("init", "{init} alone", init_of="ccdf"), Row("noise", "noise", ("sampler.t0=1", "~initializer.ckpt")),
+         Row("ccdf", "CCDF")),
+        (Column("x4", ("task=sr4",)),),
+    )  # fmt: skip
+    (tmp_path / "toy_small.yaml").write_text("paper_table:\n  name: toy\n  title: Toy\n  metrics: [psnr]\n")
+    with pytest.raises(ValueError, match=r"toy_small.yaml: paper_table needs name, title, metrics, init"):
+        tables.load_tables(tmp_path)
+    (tmp_path / "toy_small.yaml").write_text(
+        "paper_table:\n  name: toy\n  title: Toy\n  metrics: [psnr]\n  init: x\n"
+        "  columns: [{label: a, overrides: [task=sr4]}]\n  rows: [{key: a, label: a, init_of: nope}]\n"
+    )
+    with pytest.raises(ValueError, match=r"toy_small.yaml: .*init_of a row key \(got \['nope'\]\)"):
+        tables.load_tables(tmp_path)
+
+
+def test_runner_script_runs_and_shows_any_table(tmp_path):
+    import subprocess
+
+    script = ROOT / "experiments" / "paper_tables" / "run.sh"
+    proc = subprocess.run([script, "inpaint_ffhq", "--small", "--dry-run", "seed=2"], capture_output=True, text=True)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and len(lines) == 3 * 2, proc.stderr  # 3 rows that run x 2 two-key columns
+    assert all(
+        ln.startswith("python run.py -m experiment=inpaint_ffhq_small ") and ln.endswith(" seed=2") for ln in lines
+    )
+    proc = subprocess.run(
+        [script, "sr_ffhq", "--show", "--small", "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "run experiments/paper_tables/run.sh sr_ffhq --small first" in proc.stderr
+    assert subprocess.run([script], capture_output=True).returncode == 2
 
 
 def cells():
@@ -176,7 +226,7 @@ def test_show_writes_table_files(toy, capsys):
 
 def test_missing_run_folder_is_a_clear_error(toy, tmp_path):
     with pytest.raises(
-        FileNotFoundError, match=r"no runs of row 'noise'.*run experiments/paper_tables/toy/run.sh --small"
+        FileNotFoundError, match=r"no runs of row 'noise'.*run experiments/paper_tables/run.sh toy --small"
     ):
         import shutil
 
@@ -199,3 +249,28 @@ def test_missing_column_and_duplicate_runs_are_errors(toy):
     fake_run(toy / "ccdf" / "2", ["task=sr8", "operator.kernel=box"], t0=0.2, num_steps=100, reverse_steps=20, nfe=20)
     with pytest.raises(ValueError, match="2 runs for column ×8"):
         tables.collect("toy", "small", toy)
+
+
+def test_one_run_reader_for_sweeps_and_tables(tmp_path):
+    """ccdf.runs.read_runs serves ccdf.aggregate (overrides optional) and ccdf.tables (overrides required)."""
+    from ccdf import aggregate
+    from ccdf.runs import read_runs
+
+    row = dict(t0=0.2, reverse_steps=20, num_steps=100, nfe=20, psnr=25.0, ssim=0.7, init_psnr=20.0, init_ssim=0.5)
+    fake_run(tmp_path / "0", ["task=sr4", "sampler.t0=0.2", "hydra.job.num=0"], **row, seconds=1.0)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "metrics.json").write_text(json.dumps({**row, "t0": 0.1, "reverse_steps": 10, "seconds": 2.0}))
+    runs = read_runs(tmp_path)
+    assert [(r.path.name, r.overrides) for r in runs] == [
+        ("0", ["task=sr4", "sampler.t0=0.2", "hydra.job.num=0"]),
+        ("1", []),
+    ]
+    with pytest.raises(ValueError, match=r"1 has no .hydra/overrides.yaml"):
+        read_runs(tmp_path, require_overrides=True)
+    rows = aggregate.collect(tmp_path)
+    assert [(r["overrides"], r["reverse_steps"]) for r in rows] == [("", 10), ("task=sr4", 20)]
+    md = aggregate.to_markdown(rows).splitlines()
+    assert md[1] == "|---|---|---|---|---|---|---|---|---|" and md[3].startswith("| task=sr4 | 0.2 | 20 | 20 | 25.00 |")
+    assert aggregate.to_csv(rows).splitlines()[1].startswith(",0.1,10,100,20,25.0,0.7,20.0,0.5,2.0,")
+    with pytest.raises(FileNotFoundError, match="run folder not found"):
+        read_runs(tmp_path / "nowhere")

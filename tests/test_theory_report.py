@@ -106,3 +106,26 @@ def test_report_and_auto_import_without_frameworks():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_reference_file_states_one_tolerance_per_value():
+    """ccdf/assets/theory/reference.json: each THEORY value's tolerance is half a unit of its last printed
+    digit (t0* = 0: half a grid step; integers exactly), the rule the file states; unknown keys name the file."""
+    from ccdf.theory.reference import REFERENCE_FILE, load_reference, reference
+
+    ref = load_reference()
+    assert len(ref["values"]) >= 150 and ref["num_steps"] == 1000
+    for key, entry in ref["values"].items():
+        theory = entry["theory"]
+        if isinstance(theory, int):
+            expected = 0
+        elif float(theory) == 0:
+            expected = 0.5 / ref["num_steps"]
+        else:
+            expected = 0.5 * 10.0 ** -len(theory.split(".")[1]) if "." in theory else 0.5
+        assert entry["tolerance"] == pytest.approx(expected, rel=1e-9), key
+        assert reference(key) == (float(theory), entry["tolerance"])
+    assert set(ref["deviations"]).isdisjoint(ref["values"])
+    with pytest.raises(KeyError, match="reference.json"):
+        reference("no such value")
+    assert REFERENCE_FILE.name == "reference.json"

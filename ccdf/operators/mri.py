@@ -7,6 +7,8 @@ a complex image with zero imaginary part. The mask selects columns (phase encode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -28,6 +30,39 @@ def _complex(x: Tensor) -> Tensor:
     if torch.is_complex(x):
         return x
     return torch.complex(x, torch.zeros_like(x))
+
+
+class CartesianColumns:
+    """The ``cartesian`` constructor of the Cartesian k-space operators (single- and multi-coil): one signature.
+
+    A subclass builds itself from the column mask in ``_from_columns(mask, (H, W), mask_args, per_image, maps)``.
+    """
+
+    @classmethod
+    def cartesian(
+        cls,
+        image_size: int | Sequence[int],
+        acceleration: float = 4,
+        center_fraction: float = 0.08,
+        pattern: str = "uniform",
+        seed: int = 0,
+        per_image: bool = False,
+        maps: Tensor | None = None,
+    ):
+        """1-D random Cartesian column mask of the image width (:func:`ccdf.operators.masks.cartesian_mask`).
+
+        Args:
+            image_size: ``H = W`` or ``(H, W)``.
+            acceleration, center_fraction, pattern, seed: the mask's (fastMRI's ``RandomMaskFunc``).
+            per_image: :class:`SingleCoilMRI` only: each image of a batch gets its own mask, drawn from its
+                own generator (:meth:`RandomCartesianMRI.for_batch`); the ``seed`` mask stands in where no
+                batch is given.
+            maps: :class:`ccdf.operators.MultiCoilMRI` only: the coil maps (``None``: they come with the data).
+        """
+        h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+        mask = cartesian_mask(w, acceleration, center_fraction, pattern, seed)
+        mask_args = (w, float(acceleration), float(center_fraction), pattern)
+        return cls._from_columns(mask, (h, w), mask_args, per_image=bool(per_image), maps=maps)
 
 
 class KSpaceMask(Operator):
@@ -59,7 +94,7 @@ class KSpaceMask(Operator):
         return ifft2c((1 - m) * k + m * (_complex(y) + lam * k) / (1 + lam))
 
 
-class SingleCoilMRI(KSpaceMask):
+class SingleCoilMRI(CartesianColumns, KSpaceMask):
     r"""k-space sub-sampling y = M F x; adjoint = pinv = F^H M; ``project = F^H((1 - M) F x + M y)``.
 
     Args:
@@ -88,25 +123,13 @@ class SingleCoilMRI(KSpaceMask):
         self.register_buffer("mask", mask.contiguous()[:, None])
 
     @classmethod
-    def cartesian(
-        cls,
-        image_size: int,
-        acceleration: float = 4,
-        center_fraction: float = 0.08,
-        pattern: str = "uniform",
-        seed: int = 0,
-        per_image: bool = False,
-    ) -> SingleCoilMRI:
-        """1-D random Cartesian mask (see :func:`ccdf.operators.masks.cartesian_mask`).
-
-        ``per_image=True``: each image of a batch gets its own mask, drawn from its own generator
-        (:meth:`RandomCartesianMRI.for_batch`); the ``seed`` mask stands in where no batch is given.
-        """
-        mask = cartesian_mask(image_size, acceleration, center_fraction, pattern, seed)
+    def _from_columns(cls, mask: Tensor, size: tuple[int, int], mask_args: tuple, *, per_image: bool, maps):
+        if maps is not None:
+            raise ValueError("SingleCoilMRI has no coil maps: maps is for MultiCoilMRI (operator=mri_multicoil)")
         if not per_image:
-            return cls(mask, image_size)
-        op = RandomCartesianMRI(mask, image_size)
-        op.mask_args = (int(image_size), float(acceleration), float(center_fraction), pattern)
+            return cls(mask, size)
+        op = RandomCartesianMRI(mask, size)
+        op.mask_args = mask_args
         return op
 
     @property

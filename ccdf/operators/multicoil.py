@@ -39,8 +39,8 @@ import torch
 from torch import Tensor
 
 from ccdf.operators.base import Operator, check_spatial, conjugate_gradient
-from ccdf.operators.masks import cartesian_mask, poisson_mask
-from ccdf.operators.mri import KSpaceMask, fft2c, ifft2c
+from ccdf.operators.masks import poisson_mask
+from ccdf.operators.mri import CartesianColumns, KSpaceMask, fft2c, ifft2c
 
 
 def _complex(x: Tensor) -> Tensor:
@@ -103,7 +103,7 @@ def sense_combine(coil_images: Tensor, maps: Tensor) -> Tensor:
     return torch.where(den > 0, num / den.clamp(min=torch.finfo(den.dtype).tiny), torch.zeros_like(num))
 
 
-class MultiCoilMRI(Operator):
+class MultiCoilMRI(CartesianColumns, Operator):
     r"""SENSE forward model: y_c = M F (S_c x), adjoint :math:`\sum_c \bar S_c F^H M y_c`.
 
     Args:
@@ -166,18 +166,11 @@ class MultiCoilMRI(Operator):
         self._pinv_memo: tuple[Tensor, int, Tensor] | None = None
 
     @classmethod
-    def cartesian(
-        cls,
-        image_size: int,
-        acceleration: float = 4,
-        center_fraction: float = 0.08,
-        pattern: str = "uniform",
-        seed: int = 0,
-        maps: Tensor | None = None,
-    ) -> MultiCoilMRI:
-        """1-D random Cartesian column mask (:func:`ccdf.operators.masks.cartesian_mask`), the same for every coil."""
-        h, w = _size2(image_size)
-        return cls(cartesian_mask(w, acceleration, center_fraction, pattern, seed), maps, (h, w))
+    def _from_columns(cls, mask: Tensor, size: tuple[int, int], mask_args: tuple, *, per_image: bool, maps):
+        """The :meth:`~ccdf.operators.mri.CartesianColumns.cartesian` operator: the same mask for every coil."""
+        if per_image:
+            raise ValueError("per_image masks are for SingleCoilMRI; MultiCoilMRI.cartesian draws one mask")
+        return cls(mask, maps, size)
 
     @classmethod
     def poisson(

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -199,16 +200,10 @@ def propagate(
     schedule,
     num_steps: int,
     *,
-    step: str = "ddpm",
-    variance: str = "beta",
-    eta: float = 0.0,
-    corrector: str | None = None,
-    n_corrector: int = 1,
-    snr: float = 0.16,
-    final_noise: bool = False,
     error_shapes: Sequence[np.ndarray] = (),
     store: Sequence[int] | str = (),
     dense: bool = False,
+    **sampler: Any,
 ) -> Propagation:
     r"""Exact V(N'), h(N'), D0(N') for N' = 0..N in one backward pass (THEORY.md §2).
 
@@ -217,9 +212,10 @@ def propagate(
         schedule: the project's schedule (``DiscreteVP`` or ``VE``); its grid
             ``timesteps(num_steps, 1)`` is the sampler's.
         num_steps: N.
-        step, variance, eta, corrector, n_corrector, snr: as :func:`ccdf.sampling.sample_ccdf`
-            (see :func:`reverse_substeps`; ``variance="exact"`` is the true Gaussian kernel).
-        final_noise: add ancestral noise on the last step too (THEORY.md's reading; not the code's).
+        sampler: the sampler's settings, the keywords of :func:`reverse_substeps` (``step``, ``variance``,
+            ``eta``, ``corrector``, ``n_corrector``, ``snr``, ``final_noise``: as
+            :func:`ccdf.sampling.sample_ccdf`; ``variance="exact"`` is the true Gaussian kernel;
+            ``final_noise`` adds ancestral noise on the last step too, THEORY.md's reading, not the code's).
         error_shapes: factors B ``[n, r]`` (or ``[n]``) of the initial-error covariances, pixel basis
             (:func:`ccdf.theory.problems.error_shape`); h is reported for each.
         store: N' values (or ``"all"``) at which to keep R, K_r and the full Q block (for Fréchet
@@ -230,18 +226,7 @@ def propagate(
         A :class:`Propagation`.
     """
     t_grid, alpha, sigma = grid_coefficients(schedule, num_steps)
-    levels = reverse_substeps(
-        problem.evals,
-        schedule,
-        num_steps,
-        step=step,
-        variance=variance,
-        eta=eta,
-        corrector=corrector,
-        n_corrector=n_corrector,
-        snr=snr,
-        final_noise=final_noise,
-    )
+    levels = reverse_substeps(problem.evals, schedule, num_steps, **sampler)
     lam = problem.evals
     factors = _as_factors(problem, error_shapes)
     store_set = set(range(num_steps + 1)) if store == "all" else {int(j) for j in store}
