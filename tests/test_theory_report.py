@@ -35,7 +35,6 @@ def test_theory_command_writes_figures_json_and_report(tmp_path):
     box = result["problems"]["box"]
     row = box["tables"]["ddpm"]["iso"]["rows"][2]  # eps0/n_u = 0.1
     assert row["eps0_per_unknown"] == 0.1 and row["t0_opt"] == 0.045
-    assert result["seconds"] < 60, result["seconds"]  # the computation; the whole command is timed below
     report = (run_dir / "report.md").read_text()
     assert all(f"({name})" in report for name in FIGURES) and "Reproduction of THEORY.md" in report
     assert "185 of 185" in report or f"{ref['num_pass']} of {ref['num_checks']}" in report
