@@ -215,7 +215,8 @@ def test_five_t0_sweep_writes_summary_plots_and_a_wandb_series(tmp_path, monkeyp
 
 def test_app_scores_fid_kid_lpips_from_local_files_and_names_missing_ones(tmp_path):
     """With weight files in paths.metric_weights the run reports FID/KID/LPIPS (reconstruction and
-    initializer); without them it names each missing file and still writes PSNR/SSIM."""
+    initializer; LPIPS from the backbone file alone); without them it names each missing file and still writes
+    PSNR/SSIM."""
     import warnings
 
     from ccdf.metrics import WEIGHT_FILES, compute_fid_kid, load_inception
@@ -240,9 +241,10 @@ def test_app_scores_fid_kid_lpips_from_local_files_and_names_missing_ones(tmp_pa
     proc = run_app("task=inpaint", "debug=smoke", f"paths.metric_weights={tmp_path / 'none'}",
                    f"hydra.run.dir={tmp_path / 'run2'}")  # fmt: skip
     out = proc.stdout + proc.stderr
-    for key in ("inception", "alexnet", "lpips_alex"):
+    for key in ("inception", "alexnet"):
         assert str(tmp_path / "none" / WEIGHT_FILES[key].filename) in out, key
         assert WEIGHT_FILES[key].url in out, key
+    assert "alex.pth" not in out  # LPIPS's heads come with torchmetrics: no file asked for
     m2 = json.loads((tmp_path / "run2" / "metrics.json").read_text())
     assert "fid" not in m2 and "lpips" not in m2 and m2["psnr"] == m["psnr"]
 

@@ -1,15 +1,33 @@
-"""Metrics against torchmetrics and closed forms."""
+"""Metrics against torchmetrics, closed forms and the values of the hand-written versions they replaced."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from ccdf.metrics import mse, nmse, psnr, ssim
 from tests.conftest import gen
+
+PREVIOUS = Path(__file__).parent / "fixtures" / "metrics" / "previous_metrics.npz"
+
+
+def previous() -> dict[str, torch.Tensor]:
+    """Inputs and per-image outputs of ccdf's hand-written PSNR/SSIM/NMSE (and LPIPS) at commit 61fab1b.
+
+    Made by a scratch script outside the repository that imported ``ccdf.metrics`` from ``git archive
+    61fab1b``: ``img_*`` are two uint8 batches [3, 3, 40, 48] (b = a + N(0, 25^2), rounded, clipped)
+    scored in [0, 1] with range 1 (``psnr``, ``ssim`` valid border, ``ssim(border="reflect")``, and
+    ``psnr(a, a)``); ``mri_*`` are magnitude pairs [2, 1, 36, 44] at the scales 3e-4 and 2.5 scored
+    with each reference's maximum as range (``psnr``, ``ssim``, ``nmse``; ``mri_psnr_first`` with a
+    one-element range tensor, as ``score_item`` passes it). ``lpips_*``: see ``tests/test_metrics_lpips.py``.
+    """
+    with np.load(PREVIOUS) as z:
+        return {k: torch.from_numpy(z[k]) for k in z.files}
 
 
 def _pair():
@@ -46,3 +64,40 @@ def test_nmse():
     torch.testing.assert_close(nmse(1.1 * x, x), torch.full((3,), 0.01, dtype=torch.float64))
     with pytest.raises(ValueError, match="one shape"):
         nmse(x, x[:, :1])
+
+
+def test_equal_to_the_previous_hand_written_metrics():
+    """torchmetrics-based PSNR/SSIM give the numbers the hand-written versions gave, per image, with the
+    same data-range handling ([0, 1] images with range 1; MRI magnitudes with a per-image range).
+
+    SSIM: both run the same float64 convolutions (observed equal to the last bit); rtol 1e-12 allows
+    another summation order on another CPU. PSNR: the old version took the MSE of float32 images in
+    float32 (the new one in float64), a relative error ~1e-7 in the MSE, i.e. ~1e-6 dB: atol 1e-5 dB.
+    """
+    p = previous()
+    a, b = p["img_a_u8"] / 255, p["img_b_u8"] / 255
+    rec, ref, rng = p["mri_rec"], p["mri_ref"], p["mri_range"]
+    torch.testing.assert_close(psnr(b, a), p["img_psnr"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(psnr(a, a), p["img_psnr_same"], rtol=0, atol=0)  # 200 dB, not inf
+    torch.testing.assert_close(ssim(b, a), p["img_ssim"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(ssim(b, a, border="reflect"), p["img_ssim_reflect"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(psnr(rec, ref, rng), p["mri_psnr"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(psnr(rec[:1], ref[:1], rng[:1]), p["mri_psnr_first"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(ssim(rec, ref, rng), p["mri_ssim"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(nmse(rec, ref), p["mri_nmse"], rtol=1e-6, atol=0)
+    assert not torch.allclose(p["img_ssim"], p["img_ssim_reflect"], rtol=1e-4, atol=0)  # the borders differ
+
+
+def test_per_image_data_range_equals_per_item_calls():
+    """A range per image scores each image as a call with its own number would (torchmetrics itself
+    takes one number); identical images give 10 log10(range^2 / 1e-20) dB."""
+    x, y = _pair()
+    r = torch.tensor([0.5, 1.0, 4.0], dtype=torch.float64)
+    xs, ys = x * r.view(-1, 1, 1, 1), y * r.view(-1, 1, 1, 1)
+    for metric in (psnr, ssim):
+        each = torch.cat([metric(xs[i : i + 1], ys[i : i + 1], float(r[i])) for i in range(3)])
+        torch.testing.assert_close(metric(xs, ys, r), each, rtol=1e-12, atol=0)
+        torch.testing.assert_close(metric(xs, ys, r), metric(x, y), rtol=1e-12, atol=0)  # scale invariance
+    torch.testing.assert_close(psnr(xs, xs, r), 200 + 20 * torch.log10(r), rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="one value per image"):
+        psnr(x, y, torch.ones(2))

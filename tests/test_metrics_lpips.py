@@ -1,10 +1,11 @@
-"""LPIPS from local files: equal to torchmetrics' copy of the reference implementation on the same
-weights, metric properties, and clear errors for missing or malformed files (network blocked)."""
+"""LPIPS through torchmetrics with the backbone from a local file (the heads come with torchmetrics): equal to
+torchmetrics' own LPIPS and to the previous hand-written implementation on the same weights, metric
+properties, and clear errors for a missing or malformed backbone file (network blocked)."""
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
+import math
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ import torch
 
 from ccdf.metrics import LPIPS, WEIGHT_FILES, CorruptWeightsError, MissingWeightsError, load_lpips
 from tests.conftest import gen
+from tests.test_metrics import previous
 
-# torchmetrics ships the lpips v0.1 heads (alex.pth, vgg.pth): real weights, already on disk
+# torchmetrics ships the lpips v0.1 heads (alex.pth, vgg.pth); ccdf.metrics.lpips reads them from there
 TM_HEADS = Path(next(iter(importlib.util.find_spec("torchmetrics").submodule_search_locations)))
 TM_HEADS = TM_HEADS / "functional" / "image" / "lpips_models"
 
@@ -24,7 +26,7 @@ class NotAllowed:
 
 def torchmetrics_lpips_and_files(net: str, folder: Path):
     """torchmetrics' ``_LPIPS`` with a random backbone (``pnet_rand``: torchvision ``weights=None``) and
-    its bundled heads; its backbone saved as a torchvision-format checkpoint and its heads as an lpips file."""
+    its bundled heads; its backbone saved as a torchvision-format checkpoint (the one file LPIPS needs)."""
     from torchmetrics.functional.image.lpips import _LPIPS
 
     with torch.random.fork_rng():  # torchvision's random init draws from the global generator
@@ -35,13 +37,30 @@ def torchmetrics_lpips_and_files(net: str, folder: Path):
     }  # sliceN.i.w -> features.i.w
     backbone["classifier.1.weight"] = torch.zeros(4, 4)  # a torchvision checkpoint also holds the (unused) classifier
     torch.save(backbone, folder / WEIGHT_FILES["alexnet" if net == "alex" else "vgg16"].filename)
-    shutil.copy(TM_HEADS / f"{net}.pth", folder / WEIGHT_FILES[f"lpips_{net}"].filename)  # the file _LPIPS loaded
     return theirs
+
+
+def backbone_state(net: str, seed: int) -> dict[str, torch.Tensor]:
+    """A torchvision-format ``features.*`` state with He-uniform conv weights drawn from ``seed``
+    (the generator of ``tests/fixtures/metrics/previous_metrics.npz``'s LPIPS backbones)."""
+    import torchvision
+
+    with torch.device("meta"):
+        features = getattr(torchvision.models, {"alex": "alexnet", "vgg": "vgg16"}[net])(weights=None).features
+    g, state = gen(seed), {}
+    for i, m in enumerate(features):
+        if isinstance(m, torch.nn.Conv2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            bound = math.sqrt(6 / fan_in)
+            state[f"features.{i}.weight"] = (torch.rand(m.weight.shape, generator=g) * 2 - 1) * bound
+            state[f"features.{i}.bias"] = (torch.rand(m.bias.shape, generator=g) * 2 - 1) * 0.05
+    return state
 
 
 @pytest.mark.parametrize(("net", "size"), [("alex", 64), ("vgg", 32)])
 def test_equals_torchmetrics_on_the_same_weights(net, size, tmp_path, no_network):
     theirs = torchmetrics_lpips_and_files(net, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1  # the backbone only: the heads come with torchmetrics
     ours = load_lpips(tmp_path, net=net)
     x = torch.rand(3, 3, size, size, generator=gen(1)) * 2 - 1
     y = (x + 0.3 * torch.randn(x.shape, generator=gen(2))).clamp(-1, 1)
@@ -50,6 +69,21 @@ def test_equals_torchmetrics_on_the_same_weights(net, size, tmp_path, no_network
         got = ours(x, y)
     assert got.shape == (3,) and (expected > 1e-3).all()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("net", "seed"), [("alex", 20), ("vgg", 21)])
+def test_equals_the_previous_implementation(net, seed, tmp_path, no_network):
+    """The numbers of ccdf's hand-written LPIPS at commit 61fab1b (``previous_metrics.npz``: its
+    ``load_lpips`` with the backbone ``backbone_state(net, seed)`` and torchmetrics' bundled heads, on
+    uint8 images mapped to [-1, 1]). Float32 convolutions may sum in another order on another CPU, and
+    the two normalise features with eps 1e-10 outside / 1e-8 inside the square root: rtol 1e-5."""
+    p = previous()
+    torch.save(backbone_state(net, seed), tmp_path / WEIGHT_FILES[{"alex": "alexnet", "vgg": "vgg16"}[net]].filename)
+    x, y = p[f"lpips_{net}_x_u8"] / 127.5 - 1, p[f"lpips_{net}_y_u8"] / 127.5 - 1
+    with torch.no_grad():
+        got = load_lpips(tmp_path, net=net)(x, y)
+    assert (p[f"lpips_{net}"] > 0.01).all()
+    torch.testing.assert_close(got, p[f"lpips_{net}"], rtol=1e-5, atol=0)
 
 
 def test_metric_properties(tmp_path, no_network):
@@ -69,34 +103,33 @@ def test_metric_properties(tmp_path, no_network):
     assert not lpips.training
 
 
-def test_missing_files_are_all_named_with_urls(tmp_path, no_network):
+@pytest.mark.parametrize(("net", "key"), [("alex", "alexnet"), ("vgg", "vgg16")])
+def test_a_missing_backbone_is_named_with_its_url(net, key, tmp_path, no_network):
     with pytest.raises(MissingWeightsError) as info:
-        load_lpips(tmp_path / "weights")
+        load_lpips(tmp_path / "weights", net=net)
     assert isinstance(info.value, FileNotFoundError)
     msg = str(info.value)
-    for key in ("alexnet", "lpips_alex"):
-        spec = WEIGHT_FILES[key]
-        assert str(tmp_path / "weights" / spec.filename) in msg and spec.url in msg
-    assert "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth" in msg
+    spec = WEIGHT_FILES[key]
+    assert str(tmp_path / "weights" / spec.filename) in msg and spec.url in msg
     assert "curl -L -o" in msg
+    assert f"{net}.pth" not in msg and "PerceptualSimilarity" not in msg  # no linear-head file is asked for
 
 
 def test_malformed_files_are_reported(tmp_path, no_network):
-    torchmetrics_lpips_and_files("alex", tmp_path)
-    heads = tmp_path / "alex.pth"
     backbone = tmp_path / WEIGHT_FILES["alexnet"].filename
-
-    heads.write_bytes((TM_HEADS / "vgg.pth").read_bytes())  # the VGG heads: right keys, wrong shapes
+    vgg = backbone_state("vgg", 0)  # the VGG backbone: some keys alike, other shapes
+    torch.save(vgg, backbone)
     with pytest.raises(
-        CorruptWeightsError, match=r"lin1\.model\.1\.weight: shape \(1, 128, 1, 1\), expected \(1, 192, 1, 1\)"
+        CorruptWeightsError, match=r"features\.10\.weight: shape \(256, 128, 3, 3\), expected \(256, 256, 3, 3\)"
     ):
         load_lpips(tmp_path)
-    torch.save({"lin0.weight": torch.zeros(1, 64, 1, 1)}, heads)
-    with pytest.raises(CorruptWeightsError, match="missing keys") as info:
+    torch.save({**backbone_state("alex", 0), "features.1.weight": torch.zeros(1)}, backbone)
+    with pytest.raises(CorruptWeightsError, match=r"unexpected keys: \['features\.1\.weight'\]"):
         load_lpips(tmp_path)
-    assert "unexpected keys: ['lin0.weight']" in str(info.value)
+    torch.save({k: v for k, v in backbone_state("alex", 0).items() if k != "features.10.bias"}, backbone)
+    with pytest.raises(CorruptWeightsError, match=r"missing keys: \['features\.10\.bias'\]"):
+        load_lpips(tmp_path)
 
-    heads.write_bytes((TM_HEADS / "alex.pth").read_bytes())
     backbone.write_bytes(b"truncated")
     with pytest.raises(CorruptWeightsError, match="not a readable PyTorch checkpoint") as info:
         load_lpips(tmp_path)
@@ -109,6 +142,11 @@ def test_malformed_files_are_reported(tmp_path, no_network):
 
 def test_random_lpips_builds_without_weights():
     lpips = LPIPS("vgg")
-    assert [lin.weight.shape[1] for lin in lpips.lins] == [64, 128, 256, 512, 512]
+    assert [lin.model[-1].weight.shape[1] for lin in lpips.lins] == [64, 128, 256, 512, 512]
+    heads = torch.load(
+        TM_HEADS / "vgg.pth", map_location="cpu", weights_only=True
+    )  # the published heads, from torchmetrics' wheel
+    for i, lin in enumerate(lpips.lins):
+        assert torch.equal(lin.model[-1].weight, heads[f"lin{i}.model.1.weight"])
     with pytest.raises(ValueError, match="net must be one of"):
         LPIPS("squeeze")

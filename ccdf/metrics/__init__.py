@@ -1,6 +1,6 @@
-"""Metrics: functional per-image metrics (PSNR, SSIM, NMSE), FID/KID and LPIPS from local weights.
+"""Metrics: per-image PSNR, SSIM (torchmetrics), NMSE; FID/KID (clean-fid), LPIPS (torchmetrics) from local weights.
 
-``fid`` and ``lpips`` import clean-fid and torchvision only when their functions run.
+torchmetrics, clean-fid and torchvision are imported only when a metric runs.
 """
 
 from ccdf.metrics.fid import (

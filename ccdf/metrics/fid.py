@@ -13,7 +13,9 @@ r"""FID and KID through clean-fid's "clean" pipeline, with the Inception network
   stand in for Inception (tests use a tiny conv net).
 * :func:`frechet_distance` and :func:`kernel_distance` follow clean-fid's ``frechet_distance`` and
   ``kernel_distance`` in float64 (KID with an explicit seed). KID is reported unscaled (papers often
-  print KID x 1000).
+  print KID x 1000). They are written here, not called, because no library has the variants needed
+  (each docstring says which); torchmetrics' FID/KID metrics take images through their own
+  torch-fidelity Inception, not clean-fid's features.
 """
 
 from __future__ import annotations
@@ -199,14 +201,15 @@ class FeatureStats:
     sigma: np.ndarray
     key: str = ""
 
-    @property
-    def num(self) -> int:
-        return int(self.features.shape[0])
-
     @classmethod
     def from_features(cls, features: np.ndarray, key: str = "") -> FeatureStats:
         f = _as_features(features, "features")
         return cls(features=np.asarray(features), mu=f.mean(axis=0), sigma=np.cov(f, rowvar=False), key=key)
+
+    @property
+    def num(self) -> int:
+        """How many images the features come from."""
+        return len(self.features)
 
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` atomically (a reader never sees a partial file)."""
@@ -238,6 +241,10 @@ def frechet_distance(
     :math:`\|\mu_1 - \mu_2\|^2 + \operatorname{Tr}(\Sigma_1 + \Sigma_2 - 2 (\Sigma_1 \Sigma_2)^{1/2})`,
     with ``scipy.linalg.sqrtm`` as in clean-fid's ``frechet_distance`` (which also adds ``eps`` to the
     diagonals when the product's square root is not finite, and drops a negligible imaginary part).
+
+    Written here because clean-fid's function calls ``sqrtm(..., disp=False)``, deprecated in SciPy
+    (a ``DeprecationWarning`` now, an error once removed), prints to stdout instead of warning and checks
+    shapes with ``assert``; the numbers are the same (``tests/test_metrics_fid.py``).
 
     >>> frechet_distance(np.zeros(2), np.eye(2), np.ones(2), 4 * np.eye(2))
     4.0
@@ -282,6 +289,9 @@ def kernel_distance(
     without replacement with ``np.random.RandomState(seed)`` in clean-fid's order (so clean-fid with
     ``np.random.seed(seed)`` gives the same subsets). When both sets have exactly m rows every subset
     is the whole set, so the average is computed once.
+
+    Written here because clean-fid's ``kernel_distance`` draws from NumPy's global generator (no seed
+    argument: a run's KID would depend on whatever ran before) and repeats identical subsets.
     """
     f1, f2 = _as_features(features1, "features1"), _as_features(features2, "features2")
     if f1.shape[1] != f2.shape[1]:
@@ -309,7 +319,8 @@ def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
     :math:`A = X_1^\top/\sqrt{N_1-1}`, :math:`B = X_2^\top/\sqrt{N_2-1}`, the eigenvalues of
     :math:`\Sigma_1\Sigma_2 = AA^\top BB^\top` are the squared singular values of :math:`B^\top A`, so
     :math:`\operatorname{Tr}(\Sigma_1\Sigma_2)^{1/2} = \|B^\top A\|_*` (nuclear norm).
-    Otherwise :func:`frechet_distance` (``sqrtm``) is used.
+    Otherwise :func:`frechet_distance` (``sqrtm``) is used. No library computes this exact low-rank
+    form (clean-fid and torchmetrics always take the D x D square root or eigenvalues).
     """
     f1, f2 = _as_features(features1, "features1"), _as_features(features2, "features2")
     if f1.shape[1] != f2.shape[1]:

@@ -1,104 +1,88 @@
 r"""LPIPS (Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric", CVPR 2018),
-version 0.1, from local weight files.
+version 0.1, computed by torchmetrics with the backbone from a local file.
 
 .. math:: d(x, y) = \sum_l \operatorname{mean}_{h,w}\; w_l^\top \big(\hat f_l(x) - \hat f_l(y)\big)^{\odot 2}
 
 where :math:`\hat f_l` are the backbone's ReLU activations at five taps, each normalised to unit
-length over channels, and :math:`w_l \ge 0` are the learned 1x1 "lin" heads (no bias). Inputs are
-in [-1, 1] and first pass the reference ScalingLayer ``(x - shift) / scale``. This is the reference
-``lpips`` package's ``LPIPS(net=..., version="0.1")`` in eval mode (dropout off, no resizing).
+length over channels, and :math:`w_l \ge 0` are the learned 1x1 "lin" heads. Inputs are in [-1, 1].
+The network and its forward pass are torchmetrics' copy of the reference ``lpips`` package
+(``torchmetrics.functional.image.lpips._NoTrainLpips``, the module behind its
+``LearnedPerceptualImagePatchSimilarity``; eval mode, no resizing).
 
-Weights are two local files (names and URLs in :data:`ccdf.metrics.weights.WEIGHT_FILES`):
-the torchvision ImageNet checkpoint of the backbone (``alexnet-owt-7be5be79.pth`` or
-``vgg16-397923af.pth``) and the lpips v0.1 heads (``alex.pth`` or ``vgg.pth``, keys
-``lin{k}.model.1.weight``). Both are read with ``torch.load(weights_only=True)`` and checked key by key.
+Weights: the v0.1 linear heads ship inside the installed torchmetrics wheel
+(``torchmetrics/functional/image/lpips_models/{alex,vgg}.pth``) and are read from there. The
+backbone is one local file, torchvision's ImageNet checkpoint (``alexnet-owt-7be5be79.pth`` or
+``vgg16-397923af.pth``; names and URLs in :data:`ccdf.metrics.weights.WEIGHT_FILES`), read with
+``torch.load(weights_only=True)`` and checked key by key. torchmetrics' own constructors would fetch
+that file through torchvision; the network is built here without it (on the meta device, so the unused
+classifier is never allocated) and nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ccdf.metrics.weights import CorruptWeightsError, MissingWeightsError, fetch_hint, resolve
+from ccdf.metrics.weights import CorruptWeightsError, fetch_hint, resolve
 
-# net -> (torchvision constructor, weights key of the backbone, of the heads, indices of the tapped ReLUs)
-NETS: dict[str, tuple[str, str, str, tuple[int, ...]]] = {
-    "alex": ("alexnet", "alexnet", "lpips_alex", (1, 4, 7, 9, 11)),  # relu1..relu5
-    "vgg": ("vgg16", "vgg16", "lpips_vgg", (3, 8, 15, 22, 29)),  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
-}
+NETS = {"alex": "alexnet", "vgg": "vgg16"}  # LPIPS net -> WEIGHT_FILES key (torchvision architecture) of its backbone
 
 
-def _backbone_features(arch: str) -> nn.Sequential:
-    """torchvision's ``<arch>().features`` with PyTorch's default init (the classifier is never built)."""
-    import torchvision
+def _torchmetrics_lpips(net: str) -> nn.Module:
+    """torchmetrics' ``_NoTrainLpips(net=net)`` with its bundled heads and a PyTorch-default-initialised backbone."""
+    from torchmetrics.functional.image import lpips as tm
 
-    with torch.device("meta"):  # skip allocating and initialising the large classifier
-        model = getattr(torchvision.models, arch)(weights=None)
-    features = model.features.to_empty(device="cpu")
-    for module in features.modules():
+    with torch.device("meta"):  # skip allocating and initialising torchvision's large classifier
+        model = tm._NoTrainLpips(pretrained=False, net=net, pnet_rand=True)
+    model = model.to_empty(device="cpu")
+    model.scaling_layer = tm.ScalingLayer()  # its constant buffers were emptied with the rest
+    for module in model.net.modules():
         if isinstance(module, nn.Conv2d):
             module.reset_parameters()
-    return features
+    heads = Path(inspect.getfile(tm._LPIPS)).parent / "lpips_models" / f"{net}.pth"  # the file torchmetrics loads
+    state = torch.load(heads, map_location="cpu", weights_only=True)
+    for i, lin in enumerate(model.lins):
+        lin.model[-1].weight.copy_(state[f"lin{i}.model.1.weight"])
+    return model
 
 
 class LPIPS(nn.Module):
     """LPIPS v0.1 distance with an AlexNet (``net="alex"``) or VGG16 (``net="vgg"``) backbone.
 
-    Built with random weights; use :func:`load_lpips` for the published ones. Parameters are
-    frozen and the module stays in eval mode; gradients still flow to the inputs.
+    Built with the published heads and a randomly initialised backbone; use :func:`load_lpips` for
+    the published backbone. Parameters are frozen and the module stays in eval mode; gradients still
+    flow to the inputs.
 
     ``forward(x, y)``: two ``[B, 3, H, W]`` images in [-1, 1] -> ``[B]`` distances.
     """
-
-    shift: Tensor
-    scale: Tensor
 
     def __init__(self, net: str = "alex") -> None:
         super().__init__()
         if net not in NETS:
             raise ValueError(f"net must be one of {sorted(NETS)}, got {net!r}")
         self.net = net
-        arch, _, _, taps = NETS[net]
-        self.taps = taps
-        self.features = _backbone_features(arch)[: taps[-1] + 1]
-        channels = [self.features[i - 1].out_channels for i in taps]  # each tap is the ReLU after a conv
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in channels)
-        # the reference ScalingLayer (ImageNet statistics expressed in [-1, 1])
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
+        self.lpips = _torchmetrics_lpips(net)
         self.requires_grad_(False)
         self.eval()
+
+    @property
+    def lins(self) -> nn.ModuleList:
+        """The five linear heads (torchmetrics' ``NetLinLayer``; the 1x1 conv is ``lins[k].model[-1]``)."""
+        return self.lpips.lins
 
     def train(self, mode: bool = True) -> LPIPS:
         """Always eval mode (the reference metric has dropout off)."""
         return super().train(False)
-
-    def _taps(self, x: Tensor) -> list[Tensor]:
-        out = []
-        h = (x - self.shift) / self.scale
-        for i, layer in enumerate(self.features):
-            h = layer(h)
-            if i in self.taps:
-                out.append(h)
-        return out
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(
                 f"LPIPS needs two [B, 3, H, W] images of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
             )
-        d = x.new_zeros(x.shape[0])
-        for lin, fx, fy in zip(self.lins, self._taps(x), self._taps(y), strict=True):
-            diff = (_unit_channels(fx) - _unit_channels(fy)) ** 2
-            d = d + lin(diff).mean(dim=(1, 2, 3))
-        return d
-
-
-def _unit_channels(f: Tensor, eps: float = 1e-10) -> Tensor:
-    """f / (||f||_channels + eps), the reference ``normalize_tensor``."""
-    return f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+        return self.lpips(x, y).reshape(x.shape[0])
 
 
 def _load_state(path: Path, key: str) -> dict[str, Tensor]:
@@ -135,44 +119,30 @@ def load_lpips(
     *,
     net: str = "alex",
     backbone: str | Path | None = None,
-    lin: str | Path | None = None,
     device: str | torch.device = "cpu",
 ) -> LPIPS:
-    """LPIPS with the published weights, from local files.
+    """LPIPS with the published weights: the heads bundled with torchmetrics, the backbone from a local file.
 
     Args:
-        weights_dir: folder holding the two files under their standard names (``alexnet-owt-7be5be79.pth``
-            and ``alex.pth`` for ``net="alex"``; ``vgg16-397923af.pth`` and ``vgg.pth`` for ``"vgg"``).
+        weights_dir: folder holding the backbone under its standard name (``alexnet-owt-7be5be79.pth``
+            for ``net="alex"``, ``vgg16-397923af.pth`` for ``"vgg"``).
         net: ``"alex"`` (the usual LPIPS) or ``"vgg"``.
-        backbone, lin: explicit paths (file, or folder with the standard name) overriding ``weights_dir``.
+        backbone: explicit path (file, or folder with the standard name) overriding ``weights_dir``.
         device: where the module goes.
 
     Raises:
-        MissingWeightsError: a file is absent (the message names it, where it goes and its URL).
-        CorruptWeightsError: a file is unreadable or its keys/shapes are not the expected ones.
+        MissingWeightsError: the backbone file is absent (the message names it, where it goes and its URL).
+        CorruptWeightsError: the file is unreadable or its keys/shapes are not torchvision's.
     """
     if net not in NETS:
         raise ValueError(f"net must be one of {sorted(NETS)}, got {net!r}")
-    _, backbone_key, lin_key, _ = NETS[net]
-    paths, missing = [], []
-    for key, given in ((backbone_key, backbone), (lin_key, lin)):
-        try:
-            paths.append(resolve(key, given, weights_dir))
-        except MissingWeightsError as err:  # report every missing file at once
-            missing.append(str(err))
-    if missing:
-        raise MissingWeightsError("\n".join(missing))
-    backbone_path, lin_path = paths
+    key = NETS[net]
+    path = resolve(key, backbone, weights_dir)
+    state = _load_state(path, key)
     model = LPIPS(net)
-
-    state = _load_state(backbone_path, backbone_key)
-    expected = {f"features.{k}": v.shape for k, v in model.features.state_dict().items()}
-    _check_keys(backbone_path, backbone_key, state, expected, "classifier.")  # LPIPS does not use the classifier
-    model.features.load_state_dict({k.removeprefix("features."): state[k] for k in expected})
-
-    state = _load_state(lin_path, lin_key)
-    expected = {f"lin{i}.model.1.weight": m.weight.shape for i, m in enumerate(model.lins)}
-    _check_keys(lin_path, lin_key, state, expected, "")
-    for i, m in enumerate(model.lins):
-        m.weight.copy_(state[f"lin{i}.model.1.weight"])
+    # torchmetrics keeps torchvision's layer indices inside its slices: sliceK.<i>.weight <- features.<i>.weight
+    names = {f"features.{name.split('.', 1)[1]}": name for name in model.lpips.net.state_dict()}
+    expected = {k: model.lpips.net.state_dict()[v].shape for k, v in names.items()}
+    _check_keys(path, key, state, expected, "classifier.")  # LPIPS does not use the classifier
+    model.lpips.net.load_state_dict({names[k]: state[k] for k in names}, strict=True)
     return model.to(device)

@@ -2,12 +2,12 @@
 
 Nothing in ``ccdf`` downloads: a missing file raises :class:`MissingWeightsError`, whose message
 says which file is missing, where it must go and how to fetch it. The table below is the single
-place that names the files.
+place that names the files. LPIPS's linear heads are not among them: they ship inside the
+installed torchmetrics wheel (:mod:`ccdf.metrics.lpips`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,16 +38,6 @@ WEIGHT_FILES: dict[str, WeightFile] = {
         "https://download.pytorch.org/models/vgg16-397923af.pth",
         "torchvision VGG16 (ImageNet), the LPIPS-VGG backbone",
     ),
-    "lpips_alex": WeightFile(
-        "alex.pth",
-        "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
-        "LPIPS v0.1 linear heads for AlexNet",
-    ),
-    "lpips_vgg": WeightFile(
-        "vgg.pth",
-        "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
-        "LPIPS v0.1 linear heads for VGG16",
-    ),
 }
 
 
@@ -69,11 +59,6 @@ def _local_copies(key: str) -> list[Path]:
         import torch.hub
 
         found.append(Path(torch.hub.get_dir()) / "checkpoints" / name)  # torchvision's cache
-    elif key in ("lpips_alex", "lpips_vgg"):
-        spec = importlib.util.find_spec("torchmetrics")  # locates the package without importing it
-        if spec is not None and spec.submodule_search_locations:
-            root = Path(next(iter(spec.submodule_search_locations)))
-            found.append(root / "functional" / "image" / "lpips_models" / name)
     return [p for p in found if p.is_file()]
 
 
