@@ -119,6 +119,49 @@ def closed_form_sampler(step: Any, eta: float = 0.0, *, corrector: Any = None) -
     return "ddim" if step == "ddim" and eta == 0.0 else "ddpm"
 
 
+def closed_form_of(settings: dict[str, Any]) -> str:
+    """The closed form for a run's sampler settings (``sample_ccdf``'s keywords): ``"ddim"`` or ``"ddpm"``.
+
+    Classic settings (no ``solver``) go to :func:`closed_form_sampler`. Every solver and conditioning whose
+    Gaussian-prior chain is affine is covered (:func:`ccdf.theory.solvers.propagate_solver` computes it
+    exactly; the Monte Carlo tests check it): deterministic solvers (DPM-Solver++(2M), DDNM with eta = 0,
+    DiffPIR with zeta = 0, DDIM with eta = 0) take the DDIM form, stochastic ones the DDPM form; the
+    conditionings ``project``, ``prox``, ``none`` and ΠGDM. DPS (nonlinear guidance) and anything else
+    raise ``ValueError`` with the reason, naming the key.
+    """
+    from ccdf.sampling.ccdf import make_solver
+    from ccdf.sampling.conditioning import NoConditioning, Projection, Prox
+    from ccdf.sampling.guidance import DPS, PiGDM
+    from ccdf.sampling.solvers import DDNM, DiffPIR, DPMSolverPP2M, StepSolver
+
+    dc = settings.get("dc", "project")
+    if isinstance(dc, DPS):
+        raise ValueError(
+            f"sampler.dc={dc!r}: DPS's guidance is the gradient of the norm ||y - A x0_hat(x_t)||, which is not "
+            "affine in the state even for a Gaussian prior, so the linear-Gaussian theory (docs/theory.md) has no "
+            "closed form for it; give a number as sampler.t0"
+        )
+    if not (dc in ("project", "prox", "none") or type(dc) in (Projection, Prox, NoConditioning, PiGDM)):
+        raise ValueError(
+            f"sampler.dc={dc!r}: covered are project, prox, none and ccdf.sampling.guidance.PiGDM; "
+            "give a number as sampler.t0"
+        )
+    solver = settings.get("solver")
+    if solver is None:
+        eta = float(settings.get("eta", 0.0) or 0.0)
+        return closed_form_sampler(settings.get("step", "ddpm"), eta, corrector=settings.get("corrector"))
+    solver = make_solver(solver)
+    if type(solver) is StepSolver:
+        return closed_form_sampler(solver.step_rule, solver.eta, corrector=solver.corrector)
+    deterministic = {DPMSolverPP2M: lambda v: True, DDNM: lambda v: v.eta == 0, DiffPIR: lambda v: v.zeta == 0}
+    if type(solver) not in deterministic:
+        raise ValueError(
+            f"sampler.solver={solver!r}: covered are StepSolver, DDNM, DiffPIR and DPMSolverPP2M; "
+            "give a number as sampler.t0"
+        )
+    return "ddim" if deterministic[type(solver)](solver) else "ddpm"
+
+
 def null_component(op: Operator, x: Tensor) -> Tensor:
     r"""``(I - A^+A) x``: the part of ``x`` that the measurement does not see."""
     return x - op.pinv(op(x))
@@ -223,11 +266,13 @@ def posterior_variance_sum(
     generators_b: Sequence[torch.Generator],
     sampler_kwargs: dict[str, Any] | None = None,
     basis: str = "fourier",
+    sigma_y: float = 0.0,
 ) -> Tensor:
     r"""``sum_b |T (I - A^+A)(x_a - x_b)|_k^2 / 2`` per direction k for two posterior samples per item.
 
-    Both samples run :func:`ccdf.sampling.sample_ccdf` from t0 = 1 (x_init diffused to pure noise), in
-    one batched pass, item b of sample a with ``generators_a[b]`` and of sample b with ``generators_b[b]``.
+    Both samples run :func:`ccdf.sampling.sample_ccdf` from t0 = 1 (x_init diffused to pure noise) with the
+    run's ``sigma_y`` (DDNM+, the prox step and ΠGDM use it), in one batched pass, item b of sample a with
+    ``generators_a[b]`` and of sample b with ``generators_b[b]``.
 
     Returns:
         float64 ``[C, H, W]`` (``[..., 2]`` for complex images).
@@ -237,7 +282,7 @@ def posterior_variance_sum(
     kw = dict(sampler_kwargs or {})
     x = sample_ccdf(
         denoiser, schedule, op, torch.cat([y, y]), torch.cat([x_init, x_init]), t0=1.0, num_steps=int(num_steps),
-        generator=[*generators_a, *generators_b], **kw,
+        generator=[*generators_a, *generators_b], sigma_y=float(sigma_y), **kw,
     )  # fmt: skip
     half = x.shape[0] // 2
     return direction_energy(null_component(op, (x[:half] - x[half:]).to(_wide(x.dtype))), basis) / 2
@@ -322,7 +367,7 @@ def calibrate(
                 denoiser, schedule, op, y, x_init, num_steps=int(estimate_steps),
                 generators_a=calibration_generators(seed, idx, STREAM_SAMPLE_A),
                 generators_b=calibration_generators(seed, idx, STREAM_SAMPLE_B),
-                sampler_kwargs=sampler_kwargs, basis=basis,
+                sampler_kwargs=sampler_kwargs, basis=basis, sigma_y=float(sigma_y),
             )  # fmt: skip
             var_sum = v if var_sum is None else var_sum + v
     count = len(items)
@@ -469,8 +514,7 @@ def auto_t0(
     if basis not in BASES:
         raise ValueError(f"unknown basis {basis!r}; choose one of {BASES}")
     kw = dict(sampler_kwargs or {})
-    eta = float(kw.get("eta", 0.0) or 0.0)
-    sampler = closed_form_sampler(kw.get("step", "ddpm"), eta, corrector=kw.get("corrector"))
+    sampler = closed_form_of(kw)
     need_init, need_post = init_mse is None, post_var is None
     if need_init or need_post:
         cal = calibrate(
