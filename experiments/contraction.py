@@ -1,7 +1,7 @@
 """Measured contraction of one CCDF step for the learned demo prior and the Gaussian prior (issue #15, item 1).
 
-    python experiments/contraction.py                 # ~5-10 minutes on 2 busy CPU cores
-    python experiments/contraction.py --every 10 --iters 20
+    python experiments/contraction.py                 # ~15 minutes on 2 busy CPU cores
+    python experiments/contraction.py --every 5 --iters 40 --images 4
 
 Along a CCDF trajectory (DDPM steps with CCDF's projection data step, t0 = 1 of a 100-step grid, box
 inpainting: a centred 12x12 hole in 32x32 centre crops of the bundled evaluation faces, the demo prior's
@@ -54,8 +54,8 @@ def gaussian_step_norm(variances: np.ndarray, schedule, num_steps: int) -> np.nd
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-steps", type=int, default=100)
-    parser.add_argument("--every", type=int, default=5, help="measure every k-th level (and the last)")
-    parser.add_argument("--iters", type=int, default=40, help="power iterations per measurement (at most)")
+    parser.add_argument("--every", type=int, default=10, help="measure every k-th level (and the last)")
+    parser.add_argument("--iters", type=int, default=25, help="power iterations per measurement (at most)")
     parser.add_argument("--tol", type=float, default=1e-5, help="stop when the estimate changes less (relative)")
     parser.add_argument("--images", type=int, default=2)
     args = parser.parse_args()
