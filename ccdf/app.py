@@ -420,7 +420,8 @@ def is_auto_t0(cfg: DictConfig) -> bool:
 
 
 def check_auto_t0(cfg: DictConfig) -> None:
-    """The ``auto_t0`` settings, checked before anything is built."""
+    """The ``auto_t0`` settings, checked before anything is built (but the sampler's solver and
+    conditioning objects, which hold no weights: :func:`ccdf.theory.auto.closed_form_of` reads them)."""
     if cfg.eval.get("t0s"):
         raise ValueError("sampler.t0=auto chooses one t0; it cannot be combined with eval.t0s (set eval.t0s=null)")
     ac = cfg.get("auto_t0")
@@ -434,27 +435,33 @@ def check_auto_t0(cfg: DictConfig) -> None:
         value = ac.get(key)
         if value is not None and not float(value) >= (0 if key == "init_mse" else 1e-300):
             raise ValueError(f"auto_t0.{key} must be {'>= 0' if key == 'init_mse' else '> 0'}, got {value}")
-    from ccdf.theory.auto import BASES, closed_form_sampler
+    from ccdf.theory.auto import BASES, closed_form_of
 
     sampler_name = HydraConfig.get().runtime.choices.get("sampler") if HydraConfig.initialized() else None
-    coilwise = not str(cfg.sampler.get("_target_", "")).endswith("sample_ccdf")  # e.g. score-MRI's SSOS / hybrid
-    if (
-        coilwise
-        or cfg.sampler.get("solver") is not None
-        or str(cfg.sampler.get("dc", "project")) not in ("project", "none")
-    ):
+    if not str(cfg.sampler.get("_target_", "")).endswith("sample_ccdf"):  # e.g. score-MRI's SSOS / hybrid
         raise ValueError(
             f"sampler.t0=auto does not cover sampler={sampler_name or '?'}: its closed form (docs/theory.md) is "
-            "derived for the classic solvers (sampler=ccdf, ddim, ve_pc: DDPM, DDIM and VE predictor-corrector "
-            "steps with dc=project or none); give a number as sampler.t0"
+            "derived for ccdf.sampling.sample_ccdf's solvers, not for coil-by-coil samplers; give a number as "
+            "sampler.t0"
         )
     if cfg.get("operator") is not None and cfg.operator.get("per_image"):
         raise ValueError(
             "sampler.t0=auto calibrates one operator on auto_t0.calib_data; operator.per_image=true draws a "
             "different operator per image: set operator.per_image=false or give a number as sampler.t0"
         )
-    closed_form_sampler(cfg.sampler.get("step"), cfg.sampler.get("eta", 0.0) or 0.0,
-                        corrector=cfg.sampler.get("corrector"))  # fmt: skip
+    settings = {k: cfg.sampler.get(k) for k in ("step", "eta", "corrector") if cfg.sampler.get(k) is not None}
+    for key in ("solver", "dc"):  # solver and conditioning objects hold no weights: cheap to build here
+        node = cfg.sampler.get(key)
+        if isinstance(node, DictConfig):
+            settings[key] = _instantiate(node, f"sampler.{key}", f"sampler.{key}")
+        elif node is not None:
+            settings[key] = node
+    try:
+        closed_form_of(settings)
+    except ValueError as err:
+        if str(err).startswith("sampler.t0=auto"):  # a classic step or corrector: the message names its key
+            raise
+        raise ValueError(f"sampler.t0=auto does not cover sampler={sampler_name or '?'}, {err}") from None
     if str(ac.basis) not in BASES:
         raise ValueError(f"auto_t0.basis must be one of {BASES}, got {ac.basis!r}")
     num_steps_from_t0(1.0, int(cfg.sampler.num_steps))
@@ -471,11 +478,8 @@ def resolve_auto_t0(cfg: DictConfig, comps: Components) -> dict[str, Any] | None
     ac = cfg.auto_t0
     given = ac.get("init_mse") is not None and ac.get("post_var") is not None
     data = comps.dataset if given else _instantiate(ac.calib_data, "calibration data")
-    sampler_kwargs = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items()
-        if k not in ("_target_", "_partial_", "t0", "num_steps")
-    }
+    # the built sampler's keywords: solver and conditioning as objects (the run's own)
+    sampler_kwargs = {k: v for k, v in comps.sampler.keywords.items() if k not in ("t0", "num_steps")}
     device = eval_device(cfg)
     for module in (comps.denoiser, comps.operator, comps.initializer):
         if isinstance(module, torch.nn.Module):

@@ -107,10 +107,9 @@ def test_smoke_run_records_resolved_sampler_and_unique_default_folder(tmp_path):
         # item 5: sampler.t0=auto only with the steps its closed form covers
         (["sampler.t0=auto", "sampler.step=heun"], "sampler.t0=auto does not cover sampler.step='heun'"),
         (["sampler.t0=auto", "sampler.corrector=annealed"], "does not cover sampler.corrector='annealed'"),
-        # issue 11: t0=auto with a solver or a conditioning the theory does not cover
+        # issue 11: t0=auto with a solver or a conditioning the theory does not cover (issue 15: only DPS now)
         (["sampler=dps", "sampler.t0=auto"], "sampler.t0=auto does not cover sampler=dps"),
-        (["sampler=dpmpp_2m", "sampler.t0=auto"], "sampler.t0=auto does not cover sampler=dpmpp_2m"),
-        (["sampler.t0=auto", "sampler.dc=prox"], "sampler.t0=auto does not cover sampler=ccdf"),
+        (["sampler=dps", "sampler.t0=auto"], "DPS's guidance is the gradient of the norm ||y - A x0_hat(x_t)||"),
         # issue 12: nor score-MRI's coil-by-coil samplers (a sampler._target_ other than sample_ccdf)
         (["task=mri_multicoil", "sampler=ssos", "sampler.t0=auto"], "sampler.t0=auto does not cover sampler=ssos"),
         # ... nor an operator drawn per image (one operator is calibrated)

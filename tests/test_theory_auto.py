@@ -256,3 +256,97 @@ def test_bad_t0_string_fails_early_and_leaves_nothing(tmp_path):
     proc = run_app("task=inpaint", "sampler.t0=auto2", f"hydra.run.dir={run_dir}", ok=False)
     assert "sampler.t0 must be a number in (0, 1] or 'auto', got 'auto2'" in proc.stdout + proc.stderr
     assert not run_dir.exists()
+
+
+def test_closed_form_of_the_linear_solvers():
+    """Issue 15: every solver whose Gaussian chain is affine (ccdf.theory.solvers) gets a closed form: the DDIM
+    form when it draws no noise after the start, the DDPM form otherwise; DPS and unknown pieces are refused."""
+    from ccdf.sampling.conditioning import Conditioning
+    from ccdf.sampling.guidance import DPS, PiGDM
+    from ccdf.sampling.solvers import DDNM, DiffPIR, DPMSolverPP2M, StepSolver
+    from ccdf.theory.auto import closed_form_of
+
+    cases = [
+        ({"solver": DDNM(eta=0.85), "dc": "none"}, "ddpm"),
+        ({"solver": DDNM(eta=0.0), "dc": "none"}, "ddim"),
+        ({"solver": DiffPIR(zeta=0.25), "dc": "none"}, "ddpm"),
+        ({"solver": DiffPIR(zeta=0.0), "dc": "none"}, "ddim"),
+        ({"solver": DPMSolverPP2M(), "dc": "prox"}, "ddim"),
+        ({"solver": "dpmpp_2m"}, "ddim"),
+        ({"solver": StepSolver("ddim", eta=1.0), "dc": PiGDM()}, "ddpm"),
+        ({"solver": StepSolver("ddim"), "dc": PiGDM(weighting="score")}, "ddim"),
+        ({"step": "ddpm", "dc": "prox"}, "ddpm"),
+        ({"step": "ddim"}, "ddim"),
+    ]
+    for settings, form in cases:
+        assert closed_form_of(settings) == form, settings
+    with pytest.raises(ValueError, match=r"sampler.dc=DPS\(scale=0.5\): DPS's guidance is the gradient"):
+        closed_form_of({"solver": StepSolver("ddpm"), "dc": DPS()})
+
+    class Custom(Conditioning):
+        pass
+
+    with pytest.raises(ValueError, match="sampler.dc=Custom.*covered are project, prox, none"):
+        closed_form_of({"dc": Custom()})
+    with pytest.raises(ValueError, match="sampler.t0=auto does not cover sampler.corrector='langevin2'"):
+        closed_form_of({"corrector": "langevin2"})
+
+
+@pytest.mark.parametrize(
+    "overrides", [["sampler=ddnm"], ["sampler=diffpir"], ["sampler=dpmpp_2m"], ["sampler=pigdm"], ["sampler.dc=prox"]]
+)
+def test_auto_t0_accepts_the_linear_solvers(overrides):
+    """Before issue 15 each of these was refused ("sampler.t0=auto does not cover sampler=...")."""
+    from ccdf.app import validate
+
+    validate(_compose(["task=inpaint", "sampler.t0=auto", *overrides]))
+
+
+def test_posterior_samples_use_the_runs_sigma_y():
+    """The calibration's posterior samples run with the run's sigma_y: the prox data step (and DDNM+, PiGDM)
+    depends on it. Before, sample_ccdf got no sigma_y, so prox ran as the projection whatever the noise."""
+    from tests.conftest import periodic_cov
+
+    cov = periodic_cov(8)  # correlated: the noisier known pixels change the unknown ones' spread
+    prior = DenseGaussianPrior(torch.zeros(8, dtype=torch.float64), cov, (1, 1, 8))
+    sched = DiscreteVP.linear(100)
+    mask = torch.ones(1, 8, dtype=torch.float64)
+    mask[0, 2:6] = 0
+    op = Inpainting(mask)
+    x0 = prior.sample(3, torch.Generator().manual_seed(0))
+    y = op(x0)
+    out = []
+    for sigma_y in (0.0, 0.5):
+        gens = [torch.Generator().manual_seed(i) for i in range(6)]
+        out.append(
+            posterior_variance_sum(
+                GaussianDenoiser(prior, sched),
+                sched,
+                op,
+                y,
+                x0,
+                num_steps=10,
+                generators_a=gens[:3],
+                generators_b=gens[3:],
+                sampler_kwargs={"dc": "prox"},
+                basis="pixel",
+                sigma_y=sigma_y,
+            )  # fmt: skip
+        )
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_app_auto_t0_runs_with_ddnm(tmp_path):
+    """``sampler=ddnm sampler.t0=auto`` at tiny size (noisy y: the DDNM+ path) chooses, records and uses t0."""
+    run_dir = tmp_path / "run"
+    run_app(
+        "task=inpaint", "debug=smoke", "sampler=ddnm", "sampler.t0=auto", "sigma_y=0.05", "auto_t0.calib_images=1",
+        "auto_t0.estimate_steps=5", "sampler.num_steps=20", "dataset.max_images=1", "dataset.size=32", "eval.fid=false", "eval.lpips=false", f"hydra.run.dir={run_dir}",
+        f"eval.cache_dir={tmp_path / 'cache'}",
+    )  # fmt: skip
+    m = json.loads((run_dir / "metrics.json").read_text())
+    auto = m["auto_t0"]
+    assert auto["sampler"] == "ddpm"  # DDNM with eta = 0.85 draws noise: the DDPM form
+    assert m["t0"] == auto["t0"] == m["sampler"]["t0"] and m["reverse_steps"] == round(auto["t0"] * 20)
+    assert m["sampler"]["solver"]["_target_"] == "ccdf.sampling.solvers.DDNM"
+    assert auto["init_mse"] > auto["post_var"] > 0

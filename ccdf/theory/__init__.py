@@ -51,6 +51,7 @@ from ccdf.theory.problems import (
     power_law_spectrum,
 )
 from ccdf.theory.propagation import Propagation, Substep, grid_coefficients, propagate, reverse_substeps
+from ccdf.theory.solvers import propagate_solver
 
 __all__ = [
     "LinearGaussianProblem",
@@ -91,6 +92,7 @@ __all__ = [
     "periodic_prior_cov",
     "power_law_spectrum",
     "propagate",
+    "propagate_solver",
     "reverse_substeps",
     "sigma2_of_t0",
     "t0_of_sigma2",

@@ -126,6 +126,49 @@ def closed_form_sampler(step: Any, eta: float = 0.0, *, corrector: Any = None) -
     return "ddim" if step == "ddim" and eta == 0.0 else "ddpm"
 
 
+def closed_form_of(settings: dict[str, Any]) -> str:
+    """The closed form for a run's sampler settings (``sample_ccdf``'s keywords): ``"ddim"`` or ``"ddpm"``.
+
+    Classic settings (no ``solver``) go to :func:`closed_form_sampler`. Every solver and conditioning whose
+    Gaussian-prior chain is affine is covered (:func:`ccdf.theory.solvers.propagate_solver` computes it
+    exactly; the Monte Carlo tests check it): deterministic solvers (DPM-Solver++(2M), DDNM with eta = 0,
+    DiffPIR with zeta = 0, DDIM with eta = 0) take the DDIM form, stochastic ones the DDPM form; the
+    conditionings ``project``, ``prox``, ``none`` and ΠGDM. DPS (nonlinear guidance) and anything else
+    raise ``ValueError`` with the reason, naming the key.
+    """
+    from ccdf.sampling.ccdf import make_solver
+    from ccdf.sampling.conditioning import NoConditioning, Projection, Prox
+    from ccdf.sampling.guidance import DPS, PiGDM
+    from ccdf.sampling.solvers import DDNM, DiffPIR, DPMSolverPP2M, StepSolver
+
+    dc = settings.get("dc", "project")
+    if isinstance(dc, DPS):
+        raise ValueError(
+            f"sampler.dc={dc!r}: DPS's guidance is the gradient of the norm ||y - A x0_hat(x_t)||, which is not "
+            "affine in the state even for a Gaussian prior, so the linear-Gaussian theory (docs/theory.md) has no "
+            "closed form for it; give a number as sampler.t0"
+        )
+    if not (dc in ("project", "prox", "none") or type(dc) in (Projection, Prox, NoConditioning, PiGDM)):
+        raise ValueError(
+            f"sampler.dc={dc!r}: covered are project, prox, none and ccdf.sampling.guidance.PiGDM; "
+            "give a number as sampler.t0"
+        )
+    solver = settings.get("solver")
+    if solver is None:
+        eta = float(settings.get("eta", 0.0) or 0.0)
+        return closed_form_sampler(settings.get("step", "ddpm"), eta, corrector=settings.get("corrector"))
+    solver = make_solver(solver)
+    if type(solver) is StepSolver:
+        return closed_form_sampler(solver.step_rule, solver.eta, corrector=solver.corrector)
+    deterministic = {DPMSolverPP2M: lambda v: True, DDNM: lambda v: v.eta == 0, DiffPIR: lambda v: v.zeta == 0}
+    if type(solver) not in deterministic:
+        raise ValueError(
+            f"sampler.solver={solver!r}: covered are StepSolver, DDNM, DiffPIR and DPMSolverPP2M; "
+            "give a number as sampler.t0"
+        )
+    return "ddim" if deterministic[type(solver)](solver) else "ddpm"
+
+
 def _items(data: Any, count: int) -> list[tuple[int, Tensor]]:
     """The first ``count`` (index, x0) pairs of a data set (items ``{"x0", "index"}``) or a tensor."""
     if isinstance(data, Tensor):
@@ -201,7 +244,7 @@ def calibrate(
                 denoiser, schedule, op, y, x_init, num_steps=int(estimate_steps),
                 generators_a=calibration_generators(seed, idx, STREAM_SAMPLE_A),
                 generators_b=calibration_generators(seed, idx, STREAM_SAMPLE_B),
-                sampler_kwargs=sampler_kwargs, basis=basis,
+                sampler_kwargs=sampler_kwargs, basis=basis, sigma_y=float(sigma_y),
             )  # fmt: skip
             var_sum = v if var_sum is None else var_sum + v
     count = len(items)
@@ -348,8 +391,7 @@ def auto_t0(
     if basis not in BASES:
         raise ValueError(f"unknown basis {basis!r}; choose one of {BASES}")
     kw = dict(sampler_kwargs or {})
-    eta = float(kw.get("eta", 0.0) or 0.0)
-    sampler = closed_form_sampler(kw.get("step", "ddpm"), eta, corrector=kw.get("corrector"))
+    sampler = closed_form_of(kw)
     need_init, need_post = init_mse is None, post_var is None
     if need_init or need_post:
         cal = calibrate(

@@ -119,11 +119,13 @@ def posterior_variance_sum(
     generators_b: Sequence[torch.Generator],
     sampler_kwargs: dict[str, Any] | None = None,
     basis: str = "fourier",
+    sigma_y: float = 0.0,
 ) -> Tensor:
     r"""``sum_b |T (I - A^+A)(x_a - x_b)|_k^2 / 2`` per direction k for two posterior samples per item.
 
-    Both samples run :func:`ccdf.sampling.sample_ccdf` from t0 = 1 (x_init diffused to pure noise), in
-    one batched pass, item b of sample a with ``generators_a[b]`` and of sample b with ``generators_b[b]``.
+    Both samples run :func:`ccdf.sampling.sample_ccdf` from t0 = 1 (x_init diffused to pure noise) with the
+    run's ``sigma_y`` (DDNM+, the prox step and ΠGDM use it), in one batched pass, item b of sample a with
+    ``generators_a[b]`` and of sample b with ``generators_b[b]``.
 
     Returns:
         float64 ``[C, H, W]`` (``[..., 2]`` for complex images).
@@ -133,7 +135,7 @@ def posterior_variance_sum(
     kw = dict(sampler_kwargs or {})
     x = sample_ccdf(
         denoiser, schedule, op, torch.cat([y, y]), torch.cat([x_init, x_init]), t0=1.0, num_steps=int(num_steps),
-        generator=[*generators_a, *generators_b], **kw,
+        generator=[*generators_a, *generators_b], sigma_y=float(sigma_y), **kw,
     )  # fmt: skip
     half = x.shape[0] // 2
     return direction_energy(null_component(op, (x[:half] - x[half:]).to(_wide(x.dtype))), basis) / 2
