@@ -703,7 +703,7 @@ def train(cfg: DictConfig, run_dir: Path, written: list[Path], guard: SignalGuar
     """``mode=train``: fit ``model.net`` with ``training.loss`` on ``dataset.train_data`` (Lightning)."""
     from functools import partial
 
-    from ccdf.denoisers.loaders import build_net
+    from ccdf.checkpoints import build_net
     from ccdf.lightning.callbacks import ExportWeights
     from ccdf.lightning.data import StepDataModule
     from ccdf.lightning.diffusion_module import DiffusionModule

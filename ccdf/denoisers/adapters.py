@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ccdf.checkpoints import load_net
 from ccdf.denoisers.base import DenoiserOutput
-from ccdf.denoisers.loaders import load_net
 from ccdf.schedules.base import Schedule, as_time
 from ccdf.utils.tensor import bcast
 
@@ -159,7 +159,7 @@ def load_guided_denoiser(
     Args:
         schedule: the chain the model was trained on (``DiscreteVP.linear(1000)`` for all guided
             checkpoints); Hydra passes it (``instantiate(cfg.model.denoiser, schedule=...)``).
-        ckpt: checkpoint file (any layout of :mod:`ccdf.denoisers.loaders`).
+        ckpt: checkpoint file (any layout of :mod:`ccdf.checkpoints`).
         preset: ``"ffhq256"`` (ILVR/DPS ``ffhq_10m.pt``), ``"afhq_dog256"``, ``"adm256_uncond"``,
             or None to take the config from a ccdf file or from the file's fingerprint.
         config: explicit :class:`ccdf.nets.guided_unet.GuidedUNet` arguments (overrides ``preset``).
