@@ -8,7 +8,7 @@ from typing import Any
 
 from ccdf.checkpoints.family import FAMILIES, OFFICIAL_FINGERPRINTS
 from ccdf.checkpoints.layouts import Extracted, extract_state_dict
-from ccdf.checkpoints.loading import config_from_metadata, infer_config
+from ccdf.checkpoints.loading import config_from_metadata, infer_config, same_config
 from ccdf.checkpoints.presets import PRESETS, fingerprint, match_presets
 from ccdf.checkpoints.reading import read_checkpoint
 
@@ -45,6 +45,8 @@ def describe_checkpoint(path: str | Path, *, family: str | None = None, use_ema:
     sd = ext.state_dict
     presets = [m for m in match_presets(sd) if ext.family is None or PRESETS[m].family == ext.family]
     config = config_from_metadata(ext.metadata)
+    if config is not None:  # a ccdf file's own config wins over a preset of the same keys and shapes
+        presets = [m for m in presets if same_config(PRESETS[m].config, config)]
     if config is None and presets:
         config = dict(PRESETS[presets[0]].config)
     if config is None:

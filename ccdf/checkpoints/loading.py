@@ -29,6 +29,7 @@ __all__ = [
     "load_checkpoint_into",
     "load_net",
     "load_state_dict_into",
+    "same_config",
 ]
 
 
@@ -156,7 +157,8 @@ def config_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
-def _same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two constructor-argument mappings are equal once written as JSON (tuples = lists)."""
     return json.loads(json.dumps(dict(a), sort_keys=True)) == json.loads(json.dumps(dict(b), sort_keys=True))
 
 
@@ -206,7 +208,7 @@ def load_net(
         raise CheckpointMismatchError(f"{where} holds a {meta_family} network, not a {family}")
     family = family or meta_family
     stored = config_from_metadata(raw.metadata)
-    if config is not None and stored is not None and not _same_config(config, stored):
+    if config is not None and stored is not None and not same_config(config, stored):
         raise CheckpointMismatchError(
             f"{where} was saved for config {stored}, but config {dict(config)} was requested "
             "(use preset=None, i.e. model.preset=null, to take the file's own config)"

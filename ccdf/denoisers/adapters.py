@@ -201,7 +201,13 @@ def demo_prior_path() -> Path:
     return Path(str(resources.files("ccdf") / "assets" / "models" / "demo_prior.safetensors"))
 
 
-def load_demo_prior(schedule: Schedule, *, ckpt: str | Path | None = None, device: str = "cpu") -> EpsDenoiser:
-    """The shipped demo prior (or a retrained one at ``ckpt``) as an :class:`EpsDenoiser`."""
-    return load_guided_denoiser(schedule, ckpt=ckpt if ckpt is not None else demo_prior_path(), preset=None,
-                                device=device)  # fmt: skip
+def load_demo_prior(
+    schedule: Schedule, *, ckpt: str | Path | None = None, preset: str | None = "demo_prior", device: str = "cpu"
+) -> EpsDenoiser:
+    """The shipped demo prior (or a retrained one at ``ckpt``) as an :class:`EpsDenoiser`.
+
+    ``preset`` names the architecture (the ``demo_prior`` preset of :mod:`ccdf.checkpoints`; the file's own
+    stored config must equal it); None takes the config from the file.
+    """
+    path = ckpt if ckpt is not None else demo_prior_path()
+    return load_guided_denoiser(schedule, ckpt=path, preset=preset, device=device)

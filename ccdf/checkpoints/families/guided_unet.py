@@ -1,4 +1,4 @@
-"""guided-diffusion / IDDPM ADM U-Net checkpoints (docs/CHECKPOINTS.md sections 1 and 5), and the demo prior."""
+"""guided-diffusion / IDDPM ADM U-Net checkpoints (docs/CHECKPOINTS.md sections 1 and 5); ccdf's demo prior."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ register_presets(
             "dataset": "afhq_dog256",
             "dataset.root": "AFHQ/val/dog",
             **_IDDPM_SAMPLER,
-        },  # fmt: skip
+        },
     ),
     Preset(
         "adm256_uncond",
@@ -123,6 +123,25 @@ register_presets(
             "dataset": "folder",
             "dataset.root": "IMAGES",
             **_IDDPM_SAMPLER,
-        },  # fmt: skip
+        },
+    ),
+    Preset(
+        "demo_prior",
+        "guided_unet",
+        dict(
+            image_size=32,
+            in_channels=3,
+            model_channels=32,
+            out_channels=3,
+            num_res_blocks=1,
+            attention_resolutions=(),
+            channel_mult=(1, 2, 2),
+            use_scale_shift_norm=True,
+        ),
+        "83094d13434f27e1",
+        ("demo_prior.safetensors",),
+        "shipped with ccdf (ccdf/assets/models/demo_prior.safetensors; conf/model/demo_prior.yaml says how it was "
+        "trained and how to retrain it)",
+        {"task": "inpaint", "model": "demo_prior", "model.ckpt": CKPT},
     ),
 )
