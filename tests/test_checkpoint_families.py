@@ -150,3 +150,21 @@ def test_checkpoint_and_net_modules_stay_below_500_lines():
     assert len(modules) >= 15
     long = {str(p.relative_to(ROOT)): n for p in modules if (n := len(Path(p).read_text().splitlines())) >= 500}
     assert not long, long
+
+
+def test_demo_prior_trains_from_its_preset_and_its_export_loads_with_it(tmp_path):
+    """`mode=train model=demo_prior` builds the preset's net (the YAML has no `net:` block); the exported
+    weights load back through the preset (their stored config equals it)."""
+    from ccdf.denoisers.adapters import load_demo_prior
+    from ccdf.schedules import DiscreteVP
+    from tests.test_app import run_app
+
+    run_dir = tmp_path / "train"
+    run_app("mode=train", "task=inpaint", "model=demo_prior", "dataset=samples_crops", "trainer=cpu",
+            "training.global_batch=2", "training.max_steps=1", "training.ckpt_every=1", "training.sample_every=1000",
+            f"hydra.run.dir={run_dir}")  # fmt: skip
+    export = run_dir / "checkpoints" / "ema_last.safetensors"
+    with safe_open(str(export), "pt") as f:
+        assert json.loads(f.metadata()["ccdf.config"]) == json.loads(json.dumps(dict(PRESETS["demo_prior"].config)))
+    denoiser = load_demo_prior(DiscreteVP.linear(), ckpt=export)
+    assert denoiser.net.model_channels == 32

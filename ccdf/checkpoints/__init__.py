@@ -16,8 +16,10 @@ Modules:
 
 Adding a family touches three files (plus tests): its network in ``ccdf/nets/<name>.py``; a module
 ``ccdf/checkpoints/families/<name>.py`` with a :class:`CheckpointFamily` subclass and its presets (found
-by listing the package, no registration elsewhere); and the ``conf/model/`` or ``conf/initializer/``
-YAML that names its preset for ``run.py``.
+by listing the package, no registration elsewhere); and, for ``run.py``, a ``conf/model/<name>.yaml`` that
+names the preset and the family for one of the denoiser factories (``load_guided_denoiser`` for nets of
+``(x, chain index) -> eps``, ``load_ncsnpp_denoiser`` for ``(x, sigma) -> score``). A net of another kind of
+output needs an adapter besides (a new :mod:`ccdf.denoisers` class or :mod:`ccdf.initializers` class).
 """
 
 from __future__ import annotations

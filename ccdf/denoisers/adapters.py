@@ -153,6 +153,7 @@ def load_guided_denoiser(
     use_ema: bool = True,
     rescale_timesteps: bool = False,
     device: str = "cpu",
+    family: str = "guided_unet",
 ) -> EpsDenoiser:
     """A guided-diffusion / IDDPM U-Net checkpoint as an :class:`EpsDenoiser` (Hydra factory).
 
@@ -166,8 +167,10 @@ def load_guided_denoiser(
         use_ema: prefer EMA weights where the file has both.
         rescale_timesteps: see :class:`EpsDenoiser` (False for every guided checkpoint).
         device: where the net runs (inputs are moved there and results back).
+        family: the :mod:`ccdf.checkpoints` family; any registered family whose net maps
+            ``(x, chain index)`` to eps (and ``v``) fits, so a new family's YAML can target this factory.
     """
-    net, _ = load_net(ckpt, family="guided_unet", preset=preset, config=config, use_ema=use_ema, device=device)
+    net, _ = load_net(ckpt, family=family, preset=preset, config=config, use_ema=use_ema, device=device)
     return EpsDenoiser(net, schedule, rescale_timesteps=rescale_timesteps)
 
 
@@ -179,6 +182,7 @@ def load_ncsnpp_denoiser(
     config: Mapping[str, Any] | None = None,
     use_ema: bool = True,
     device: str = "cpu",
+    family: str = "ncsnpp",
 ) -> VEScoreDenoiser:
     """A score_sde / score-MRI NCSN++ checkpoint as a :class:`VEScoreDenoiser` (Hydra factory).
 
@@ -189,8 +193,10 @@ def load_ncsnpp_denoiser(
         config: explicit :class:`ccdf.nets.ncsnpp.NCSNpp` arguments (overrides ``preset``).
         use_ema: take the EMA ``shadow_params`` (what score-MRI samples with); False: raw ``'model'``.
         device: where the net runs.
+        family: the :mod:`ccdf.checkpoints` family; any registered family whose net maps ``(x, sigma)`` to the
+            score fits, so a new family's YAML can target this factory.
     """
-    net, _ = load_net(ckpt, family="ncsnpp", preset=preset, config=config, use_ema=use_ema, device=device)
+    net, _ = load_net(ckpt, family=family, preset=preset, config=config, use_ema=use_ema, device=device)
     return VEScoreDenoiser(net, schedule)
 
 
