@@ -709,23 +709,24 @@ def _distribution_metrics(cfg: DictConfig, store: Any, t0: float, inception: Any
 
 
 def train(cfg: DictConfig, run_dir: Path, written: list[Path], guard: SignalGuard | None = None) -> float:
-    """``mode=train``: fit ``model.net`` with ``training.loss`` on ``dataset.train_data`` (Lightning)."""
+    """``mode=train``: fit ``model.net`` (or the preset's net) with ``training.loss`` on ``dataset.train_data``."""
     from functools import partial
 
-    from ccdf.denoisers.loaders import build_net
+    from ccdf.checkpoints import PRESETS, build_net
     from ccdf.lightning.callbacks import ExportWeights
     from ccdf.lightning.data import StepDataModule
     from ccdf.lightning.diffusion_module import DiffusionModule
 
-    if "net" not in cfg.model or "family" not in cfg.model:
+    if "net" in cfg.model and "family" in cfg.model:
+        family, net_config = str(cfg.model.family), OmegaConf.to_container(cfg.model.net, resolve=True)
+    elif "loss" in cfg.model and cfg.model.get("preset") in PRESETS:  # the preset names the architecture
+        family, net_config = PRESETS[cfg.model.preset].family, dict(PRESETS[cfg.model.preset].config)
+    else:
         raise ValueError(f"model={cfg.model.name} has no trainable `net` (choose e.g. model=unet_small)")
     tc = cfg.training
     schedule = _instantiate(cfg.model.schedule, "schedule")
-    net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
-    net = build_net(str(cfg.model.family), net_config)
-    log.info(
-        "net: %s %s (%s parameters)", cfg.model.family, net_config, f"{sum(p.numel() for p in net.parameters()):,}"
-    )
+    net = build_net(family, net_config)
+    log.info("net: %s %s (%s parameters)", family, net_config, f"{sum(p.numel() for p in net.parameters()):,}")
     module = DiffusionModule(
         net, schedule, loss=str(tc.loss), optimizer=partial(torch.optim.Adam, lr=float(tc.lr)),
         warmup_steps=int(tc.warmup_steps), ema_decay=float(tc.ema_decay), seed=int(cfg.seed),
@@ -735,7 +736,7 @@ def train(cfg: DictConfig, run_dir: Path, written: list[Path], guard: SignalGuar
                           seed=int(cfg.seed), num_workers=int(tc.num_workers))  # fmt: skip
     ckpt_dir = run_dir / "checkpoints"
     written.append(ckpt_dir)
-    export = ExportWeights(ckpt_dir, str(cfg.model.family), net_config, every_n_steps=int(tc.ckpt_every))
+    export = ExportWeights(ckpt_dir, family, net_config, every_n_steps=int(tc.ckpt_every))
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ccdf.lightning.callbacks import SampleGrid, StopOnSignal

@@ -34,9 +34,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ccdf.checkpoints import build_net, save_checkpoint
 from ccdf.data import bundled_samples, stack_images, to_unit
 from ccdf.data.augment import RandomCropFlip
-from ccdf.denoisers.loaders import build_net, save_checkpoint
 from ccdf.initializers import Bicubic, PseudoInverse
 from ccdf.initializers.learned import ESRGANInitializer, UNetInitializer
 from ccdf.lightning.data import StepDataModule

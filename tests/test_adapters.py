@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ccdf.denoisers import loaders as L
+import ccdf.checkpoints as L
 from ccdf.denoisers.adapters import EpsDenoiser, VEScoreDenoiser, load_guided_denoiser, load_ncsnpp_denoiser
 from ccdf.denoisers.base import apply_real_imag
 from ccdf.denoisers.gaussian import DenseGaussianPrior, GaussianDenoiser

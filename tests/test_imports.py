@@ -12,6 +12,7 @@ def test_library_does_not_import_frameworks():
     code = (
         "import sys\n"
         "import ccdf.sampling, ccdf.operators, ccdf.schedules, ccdf.denoisers, ccdf.initializers, ccdf.metrics, ccdf.data\n"
+        "import ccdf.checkpoints, ccdf.checkpoints.cli, ccdf.checkpoints.saving, ccdf.nets.guided_unet\n"
         "bad = [m for m in ('hydra', 'omegaconf', 'lightning', 'pytorch_lightning', 'wandb') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

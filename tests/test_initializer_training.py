@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
+from ccdf.checkpoints import build_net, save_checkpoint
 from ccdf.data.augment import RandomCropFlip
-from ccdf.denoisers.loaders import build_net, save_checkpoint
 from ccdf.initializers.learned import MAPPINGS, ESRGANInitializer, UNetInitializer
 from ccdf.lightning.data import StepDataModule
 from ccdf.lightning.initializer_module import InitializerModule, rrdbnet_interpolation_init_

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ccdf.denoisers import loaders as L
+import ccdf.checkpoints as L
 from ccdf.initializers.learned import ESRGANInitializer, UNetInitializer, normalize_instance
 from ccdf.operators import SingleCoilMRI, SuperResolution
 from tests.conftest import gen

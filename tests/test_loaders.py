@@ -2,7 +2,7 @@
 
 Synthetic checkpoints are saved from our own small-config nets (every parameter randomised, so
 zero-initialised layers are not vacuous) in each layout of docs/CHECKPOINTS.md, then loaded
-back with :func:`ccdf.denoisers.loaders.load_net` and compared tensor by tensor.
+back with :func:`ccdf.checkpoints.load_net` and compared tensor by tensor.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from ccdf import inspect_checkpoint
-from ccdf.denoisers import loaders as L
+import ccdf.checkpoints as L
+from ccdf.checkpoints import cli as inspect_checkpoint
 from ccdf.nets.rrdbnet import rrdbnet_to_esrgan
 from tests.conftest import ROOT
 
@@ -231,13 +231,13 @@ def test_fingerprints_of_official_layouts_agree_with_checkpoints_md():
     table = {fp: what for fp, what in L.OFFICIAL_FINGERPRINTS.items()}
     for name in ("ffhq256", "adm256_uncond", "fastmri_knee_320", "esrgan_x4", "fastmri_unet_knee_sc"):
         assert L.PRESETS[name].fingerprint in table
-    shapes = L._preset_shapes("esrgan_x4")
+    shapes = L.preset_shapes("esrgan_x4")
     sd = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
     assert L.fingerprint(rrdbnet_to_esrgan(sd)) == "06591bb2ab27dcd3"
 
 
 def zeros_like_preset(name: str) -> dict[str, torch.Tensor]:
-    return {k: torch.zeros(s) for k, s in L._preset_shapes(name).items()}
+    return {k: torch.zeros(s) for k, s in L.preset_shapes(name).items()}
 
 
 def test_wrong_config_names_the_preset_that_fits(tmp_path):
@@ -437,7 +437,7 @@ def test_inspect_unreadable_files_exit_nonzero(tmp_path, capsys):
 def test_inspect_as_a_module(tmp_path):
     L.save_checkpoint(tmp_path / "w.pt", small_net("fastmri_unet"), layout="module")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "ccdf.inspect_checkpoint"]
+    cmd = [sys.executable, "-m", "ccdf.checkpoints"]
     ok = subprocess.run([*cmd, str(tmp_path / "w.pt")], capture_output=True, text=True, env=env, cwd=ROOT)
     assert ok.returncode == 0 and "fastmri_unet" in ok.stdout, ok.stderr
     bad = subprocess.run([*cmd, str(tmp_path / "x.pt")], capture_output=True, text=True, env=env, cwd=ROOT)
@@ -521,6 +521,6 @@ def test_command_value_reaches_hydra_unchanged(value):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    (arg,) = shlex.split(f"model.ckpt={L.command_value(value)}")
+    (arg,) = shlex.split(f"model.ckpt={inspect_checkpoint.command_value(value)}")
     parsed = OverridesParser.create().parse_override(arg).value()
     assert OmegaConf.create({"ckpt": parsed}).ckpt == value  # `${` escaped: no interpolation

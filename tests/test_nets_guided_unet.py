@@ -41,11 +41,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from ccdf.checkpoints import GUIDED_FLAGS, guided_unet_config
 from ccdf.nets.guided_unet import (
-    GUIDED_FLAGS,
     GuidedUNet,
     guided_flags_to_kwargs,
-    guided_unet_config,
     iddpm_flags_to_kwargs,
     qkv_attention,
     timestep_embedding,

@@ -46,12 +46,12 @@ from typing import Any
 import pytest
 import torch
 
+from ccdf.checkpoints import ncsnpp_config
 from ccdf.nets.ncsnpp import (
     AttnBlockpp,
     NCSNpp,
     conv_downsample_2d,
     downsample_2d,
-    ncsnpp_config,
     upfirdn2d,
     upsample_2d,
 )

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from ccdf.denoisers import loaders as L
+import ccdf.checkpoints as L
 from tests.test_app import metrics, run_app
 
 pytestmark = pytest.mark.slow

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ccdf.checkpoints import load_net
 from ccdf.denoisers.base import DenoiserOutput
-from ccdf.denoisers.loaders import load_net
 from ccdf.schedules.base import Schedule, as_time
 from ccdf.utils.tensor import bcast
 
@@ -153,21 +153,24 @@ def load_guided_denoiser(
     use_ema: bool = True,
     rescale_timesteps: bool = False,
     device: str = "cpu",
+    family: str = "guided_unet",
 ) -> EpsDenoiser:
     """A guided-diffusion / IDDPM U-Net checkpoint as an :class:`EpsDenoiser` (Hydra factory).
 
     Args:
         schedule: the chain the model was trained on (``DiscreteVP.linear(1000)`` for all guided
             checkpoints); Hydra passes it (``instantiate(cfg.model.denoiser, schedule=...)``).
-        ckpt: checkpoint file (any layout of :mod:`ccdf.denoisers.loaders`).
+        ckpt: checkpoint file (any layout of :mod:`ccdf.checkpoints`).
         preset: ``"ffhq256"`` (ILVR/DPS ``ffhq_10m.pt``), ``"afhq_dog256"``, ``"adm256_uncond"``,
             or None to take the config from a ccdf file or from the file's fingerprint.
         config: explicit :class:`ccdf.nets.guided_unet.GuidedUNet` arguments (overrides ``preset``).
         use_ema: prefer EMA weights where the file has both.
         rescale_timesteps: see :class:`EpsDenoiser` (False for every guided checkpoint).
         device: where the net runs (inputs are moved there and results back).
+        family: the :mod:`ccdf.checkpoints` family; any registered family whose net maps
+            ``(x, chain index)`` to eps (and ``v``) fits, so a new family's YAML can target this factory.
     """
-    net, _ = load_net(ckpt, family="guided_unet", preset=preset, config=config, use_ema=use_ema, device=device)
+    net, _ = load_net(ckpt, family=family, preset=preset, config=config, use_ema=use_ema, device=device)
     return EpsDenoiser(net, schedule, rescale_timesteps=rescale_timesteps)
 
 
@@ -179,6 +182,7 @@ def load_ncsnpp_denoiser(
     config: Mapping[str, Any] | None = None,
     use_ema: bool = True,
     device: str = "cpu",
+    family: str = "ncsnpp",
 ) -> VEScoreDenoiser:
     """A score_sde / score-MRI NCSN++ checkpoint as a :class:`VEScoreDenoiser` (Hydra factory).
 
@@ -189,8 +193,10 @@ def load_ncsnpp_denoiser(
         config: explicit :class:`ccdf.nets.ncsnpp.NCSNpp` arguments (overrides ``preset``).
         use_ema: take the EMA ``shadow_params`` (what score-MRI samples with); False: raw ``'model'``.
         device: where the net runs.
+        family: the :mod:`ccdf.checkpoints` family; any registered family whose net maps ``(x, sigma)`` to the
+            score fits, so a new family's YAML can target this factory.
     """
-    net, _ = load_net(ckpt, family="ncsnpp", preset=preset, config=config, use_ema=use_ema, device=device)
+    net, _ = load_net(ckpt, family=family, preset=preset, config=config, use_ema=use_ema, device=device)
     return VEScoreDenoiser(net, schedule)
 
 
@@ -201,7 +207,13 @@ def demo_prior_path() -> Path:
     return Path(str(resources.files("ccdf") / "assets" / "models" / "demo_prior.safetensors"))
 
 
-def load_demo_prior(schedule: Schedule, *, ckpt: str | Path | None = None, device: str = "cpu") -> EpsDenoiser:
-    """The shipped demo prior (or a retrained one at ``ckpt``) as an :class:`EpsDenoiser`."""
-    return load_guided_denoiser(schedule, ckpt=ckpt if ckpt is not None else demo_prior_path(), preset=None,
-                                device=device)  # fmt: skip
+def load_demo_prior(
+    schedule: Schedule, *, ckpt: str | Path | None = None, preset: str | None = "demo_prior", device: str = "cpu"
+) -> EpsDenoiser:
+    """The shipped demo prior (or a retrained one at ``ckpt``) as an :class:`EpsDenoiser`.
+
+    ``preset`` names the architecture (the ``demo_prior`` preset of :mod:`ccdf.checkpoints`; the file's own
+    stored config must equal it); None takes the config from the file.
+    """
+    path = ckpt if ckpt is not None else demo_prior_path()
+    return load_guided_denoiser(schedule, ckpt=path, preset=preset, device=device)

@@ -1,6 +1,6 @@
 r"""Learned initial estimates x_init (CCDF Sec. 4): ESRGAN for super-resolution, fastMRI U-Net for MRI.
 
-Both load a checkpoint (any layout of :mod:`ccdf.denoisers.loaders`) and follow the
+Both load a checkpoint (any layout of :mod:`ccdf.checkpoints`) and follow the
 :class:`ccdf.initializers.basic.Initializer` protocol ``x_init = init(y, op)``.
 
 * :class:`ESRGANInitializer`: RRDBNet (ESRGAN). The low-resolution measurement y in ``[-1, 1]``
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ccdf.denoisers.loaders import PRESETS, load_net
+from ccdf.checkpoints import PRESETS, load_net
 from ccdf.operators.base import Operator
 
 __all__ = [

@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 
-from ccdf.denoisers.loaders import save_checkpoint
+from ccdf.checkpoints import save_checkpoint
 
 
 class ExportWeights(L.Callback):

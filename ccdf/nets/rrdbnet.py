@@ -284,44 +284,53 @@ def _our_structure(sd: Mapping[str, Tensor]) -> tuple[int, int]:
     return num_block, num_up
 
 
+def _esrgan_structure(sd: Mapping[str, Tensor]) -> tuple[int, int]:
+    num_block = _max_index(sd, r"RRDB_trunk\.(\d+)\..*")
+    num_up = _max_index(sd, r"upconv(\d+)\.weight") - 1
+    _check_num_up(num_up, "ESRGAN", sd)
+    return num_block, num_up
+
+
+def _oldarch_structure(sd: Mapping[str, Tensor]) -> tuple[int, int]:
+    num_block = _max_index(sd, r"model\.1\.sub\.(\d+)\.RDB.*")
+    top = _max_index(sd, r"model\.(\d+)\.weight") - 1  # index of the last conv, 4 + 3n
+    num_up = (top - 4) // 3 if top >= 4 and (top - 4) % 3 == 0 else -1
+    _check_num_up(num_up, "old-arch ESRGAN", sd)
+    return num_block, num_up
+
+
+#: naming -> (our module name -> their name, structure reader of their state dicts, what to call them)
+_NAMINGS: dict[str, tuple[Callable[[str, int, int], str], Callable[[Mapping[str, Tensor]], tuple[int, int]], str]] = {
+    "esrgan": (_esrgan_module, _esrgan_structure, "xinntao/ESRGAN"),
+    "oldarch": (_oldarch_module, _oldarch_structure, "old-arch ESRGAN (model.N)"),
+}
+
+
+def _to_ours(state_dict: Mapping[str, Tensor], naming: str) -> dict[str, Tensor]:
+    namer, structure, what = _NAMINGS[naming]
+    mapping = {v: k for k, v in _key_map(namer, *structure(state_dict)).items()}
+    return _rename_strict(state_dict, mapping, what)
+
+
+def _from_ours(state_dict: Mapping[str, Tensor], naming: str) -> dict[str, Tensor]:
+    return _rename_strict(state_dict, _key_map(_NAMINGS[naming][0], *_our_structure(state_dict)), "ccdf")
+
+
 def esrgan_to_rrdbnet(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Rename an xinntao/ESRGAN ``RRDBNet_arch.py`` state dict to our (BasicSR) names.
 
     ``RRDB_trunk.i.RDBj.convk -> body.i.rdbj.convk``, ``trunk_conv -> conv_body``,
     ``upconv{k} -> conv_up{k}``, ``HRconv -> conv_hr`` (``conv_first``, ``conv_last`` unchanged).
-    ``num_block`` and the number of upsampling stages are read from the keys.
-
-    Args:
-        state_dict: Plain state dict as saved by ESRGAN (e.g. ``RRDB_ESRGAN_x4.pth``); strip any
-            ``module.`` prefix first.
-
-    Returns:
-        A new dict in our state_dict order, sharing the tensors.
-
-    Raises:
-        ValueError: Listing unknown and missing keys if the dict is not exactly an ESRGAN RRDBNet.
+    ``num_block`` and the number of upsampling stages are read from the keys. Strip any ``module.``
+    prefix first. Returns a new dict in our state_dict order, sharing the tensors; raises ValueError
+    listing unknown and missing keys if the dict is not exactly an ESRGAN RRDBNet.
     """
-    num_block = _max_index(state_dict, r"RRDB_trunk\.(\d+)\..*")
-    num_up = _max_index(state_dict, r"upconv(\d+)\.weight") - 1
-    _check_num_up(num_up, "ESRGAN", state_dict)
-    mapping = {v: k for k, v in _key_map(_esrgan_module, num_block, num_up).items()}
-    return _rename_strict(state_dict, mapping, "xinntao/ESRGAN")
+    return _to_ours(state_dict, "esrgan")
 
 
 def rrdbnet_to_esrgan(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Inverse of :func:`esrgan_to_rrdbnet`: our names -> xinntao/ESRGAN names.
-
-    Args:
-        state_dict: Our RRDBNet state dict (scale 4/8/16).
-
-    Returns:
-        A new dict with ESRGAN names, sharing the tensors.
-
-    Raises:
-        ValueError: Listing unknown and missing keys if the dict is not exactly our RRDBNet.
-    """
-    num_block, num_up = _our_structure(state_dict)
-    return _rename_strict(state_dict, _key_map(_esrgan_module, num_block, num_up), "ccdf")
+    """Inverse of :func:`esrgan_to_rrdbnet`: our names (scale 4/8/16) -> xinntao/ESRGAN names (strict)."""
+    return _from_ours(state_dict, "esrgan")
 
 
 def oldarch_to_rrdbnet(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -332,36 +341,11 @@ def oldarch_to_rrdbnet(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     ``model.1.sub.i.RDBj.convk.0 -> body.i.rdbj.convk``, ``model.1.sub.{num_block} -> conv_body``,
     ``model.{3k} -> conv_up{k}``, ``model.{2+3n} -> conv_hr``, ``model.{4+3n} -> conv_last``. At x4
     this is ESRGAN's ``transer_RRDB_models.py``; x8 (n = 3) and x16 (n = 4) follow the same rule.
-
-    Args:
-        state_dict: Old-arch state dict; strip any ``module.`` prefix first.
-
-    Returns:
-        A new dict in our state_dict order, sharing the tensors.
-
-    Raises:
-        ValueError: Listing unknown and missing keys if the dict is not exactly an old-arch RRDB_Net
-            with 2, 3 or 4 upsampling stages.
+    Strict as :func:`esrgan_to_rrdbnet` (2, 3 or 4 upsampling stages).
     """
-    num_block = _max_index(state_dict, r"model\.1\.sub\.(\d+)\.RDB.*")
-    top = _max_index(state_dict, r"model\.(\d+)\.weight") - 1  # index of the last conv, 4 + 3n
-    num_up = (top - 4) // 3 if top >= 4 and (top - 4) % 3 == 0 else -1
-    _check_num_up(num_up, "old-arch ESRGAN", state_dict)
-    mapping = {v: k for k, v in _key_map(_oldarch_module, num_block, num_up).items()}
-    return _rename_strict(state_dict, mapping, "old-arch ESRGAN (model.N)")
+    return _to_ours(state_dict, "oldarch")
 
 
 def rrdbnet_to_oldarch(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Inverse of :func:`oldarch_to_rrdbnet`: our names -> old-arch ``model.N`` names.
-
-    Args:
-        state_dict: Our RRDBNet state dict (scale 4/8/16).
-
-    Returns:
-        A new dict with old-arch names, sharing the tensors.
-
-    Raises:
-        ValueError: Listing unknown and missing keys if the dict is not exactly our RRDBNet.
-    """
-    num_block, num_up = _our_structure(state_dict)
-    return _rename_strict(state_dict, _key_map(_oldarch_module, num_block, num_up), "ccdf")
+    """Inverse of :func:`oldarch_to_rrdbnet`: our names (scale 4/8/16) -> old-arch ``model.N`` names (strict)."""
+    return _from_ours(state_dict, "oldarch")
