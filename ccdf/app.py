@@ -202,6 +202,8 @@ def validate(cfg: DictConfig) -> None:
     config_int(cfg, "eval.num_workers", 0)
     if cfg.sampler.get("corrector"):
         config_int(cfg, "sampler.n_corrector", 0)
+    if "average" in cfg.sampler:
+        config_int(cfg, "sampler.average", 1)
     config_float(cfg, "sigma_y", low=0)
     check_output_folders(cfg)
 
@@ -469,7 +471,7 @@ def resolve_auto_t0(cfg: DictConfig, comps: Components) -> dict[str, Any] | None
     sampler_kwargs = {
         k: v
         for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items()
-        if k not in ("_target_", "_partial_", "t0", "num_steps")
+        if k not in ("_target_", "_partial_", "t0", "num_steps", "average")  # posterior samples: single runs
     }
     device = eval_device(cfg)
     for module in (comps.denoiser, comps.operator, comps.initializer):
