@@ -202,6 +202,8 @@ def validate(cfg: DictConfig) -> None:
     config_int(cfg, "eval.num_workers", 0)
     if cfg.sampler.get("corrector"):
         config_int(cfg, "sampler.n_corrector", 0)
+    if "average" in cfg.sampler:
+        config_int(cfg, "sampler.average", 1)
     config_float(cfg, "sigma_y", low=0)
     check_output_folders(cfg)
 
@@ -478,8 +480,9 @@ def resolve_auto_t0(cfg: DictConfig, comps: Components) -> dict[str, Any] | None
     ac = cfg.auto_t0
     given = ac.get("init_mse") is not None and ac.get("post_var") is not None
     data = comps.dataset if given else _instantiate(ac.calib_data, "calibration data")
-    # the built sampler's keywords: solver and conditioning as objects (the run's own)
-    sampler_kwargs = {k: v for k, v in comps.sampler.keywords.items() if k not in ("t0", "num_steps")}
+    # the built sampler's keywords: solver and conditioning as objects (the run's own); posterior samples are
+    # single runs (no sampler.average)
+    sampler_kwargs = {k: v for k, v in comps.sampler.keywords.items() if k not in ("t0", "num_steps", "average")}
     device = eval_device(cfg)
     for module in (comps.denoiser, comps.operator, comps.initializer):
         if isinstance(module, torch.nn.Module):

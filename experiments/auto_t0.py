@@ -2,6 +2,8 @@
 
     python experiments/auto_t0.py            # 14 minutes on 2 busy CPU cores (results cached for re-runs)
     python experiments/auto_t0.py --only inpaint sr4
+    python experiments/auto_t0.py --fine --only inpaint inpaint_box sr4 demo_inpaint demo_inpaint_box demo_sr4
+        # the regret table (issue 15, item 3): auto against the best t0 of the fine grid FINE
 
 For each setting (all on a 100-step grid, N = 100, so N' = 100 t0; the Gaussian prior of
 model=gaussian on the 4 bundled faces at 256x256 or the knee slice, the learned demo prior at
@@ -12,6 +14,13 @@ set's prior images, never the evaluation images; posterior samples on a 20-step 
 MSE-optimal t0 of the closed form (docs/theory.md). It prints a Markdown table (PSNR / SSIM, mean
 over images, with the NFE) and writes it to outputs/auto_t0/table.md (rows also as table.json). The
 per-image results are cached in outputs/auto_t0/cache, so a second invocation only gathers.
+
+With ``--fine`` the fixed pass uses the fine grid FINE (11 start times, 222 network evaluations per
+image) and the script reports the **regret** of auto: the best grid t0's mean PSNR minus auto's
+(positive: auto loses), and the same against each image's own best grid t0 (an oracle that no
+rule can beat), in experiments/results/auto_t0_regret.{md,json}. ``--max-images`` limits every
+setting to its first images (the learned prior costs about 1 s per network evaluation of a 128 x 128
+image on a busy 2-core CPU).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "auto_t0"
 FIXED = (0.05, 0.1, 0.2, 0.5)
+FINE = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.14, 0.2, 0.3, 0.5, 0.8)
+RESULTS = ROOT / "experiments" / "results"
 # posterior samples for the estimate on a 20-step grid (a coarse grid is enough for a variance)
 COMMON = ["eval.fid=false", "eval.lpips=false", "auto_t0.estimate_steps=20", f"eval.cache_dir={OUT / 'cache'}"]
 SETTINGS = {  # name: (description, overrides); every setting on a 100-step grid (N = 100) to fit in minutes
@@ -40,6 +51,17 @@ SETTINGS = {  # name: (description, overrides); every setting on a 100-step grid
     "demo_inpaint": (
         "inpaint 128px, zero-fill, demo UNet prior",
         ["task=inpaint", "model=demo_prior", "dataset=samples_crops", "sampler.num_steps=100"],
+    ),
+    "demo_inpaint_box": (
+        "inpaint 128px, 64x64 box, zero-fill, demo UNet prior",
+        [
+            "task=inpaint",
+            "operator=inpaint_box",
+            "operator.box_size=64",
+            "model=demo_prior",
+            "dataset=samples_crops",
+            "sampler.num_steps=100",
+        ],
     ),
     "demo_sr4": (
         "sr4 128px, bicubic start, demo UNet prior",
@@ -63,12 +85,14 @@ def metrics(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def evaluate(name: str) -> dict:
+def evaluate(name: str, grid: tuple[float, ...] = FIXED, extra: tuple[str, ...] = ()) -> dict:
     desc, overrides = SETTINGS[name]
-    fixed_dir, auto_dir = OUT / "runs" / f"{name}_fixed", OUT / "runs" / f"{name}_auto"
-    t_fixed = run([*overrides, f"eval.t0s=[{','.join(f'{t:g}' for t in FIXED)}]"], fixed_dir)
+    overrides = [*overrides, *extra]
+    tag = "_fine" if grid != FIXED else ""
+    fixed_dir, auto_dir = OUT / "runs" / f"{name}_fixed{tag}", OUT / "runs" / f"{name}_auto"
+    t_fixed = run([*overrides, f"eval.t0s=[{','.join(f'{t:g}' for t in grid)}]"], fixed_dir)
     t_auto = run([*overrides, "sampler.t0=auto"], auto_dir)
-    fixed = {t: metrics(fixed_dir / f"t0={t:g}" / "metrics.json") for t in FIXED}
+    fixed = {t: metrics(fixed_dir / f"t0={t:g}" / "metrics.json") for t in grid}
     auto = metrics(auto_dir / "metrics.json")
     row = {
         "name": name,
@@ -81,6 +105,14 @@ def evaluate(name: str) -> dict:
     }
     best = max(fixed.items(), key=lambda kv: kv[1]["psnr"])
     row["best_fixed"] = {"t0": best[0], "psnr": best[1]["psnr"]}
+    # per image: the best grid t0 of each image (an oracle), by the image's name
+    per_t0 = {t: {r["name"]: r["psnr"] for r in m["per_image"]} for t, m in fixed.items()}
+    names = sorted(per_t0[grid[0]])
+    oracle = sum(max(per_t0[t][n] for t in grid) for n in names) / len(names)
+    row["regret_db"] = best[1]["psnr"] - auto["psnr"]
+    row["oracle_psnr"] = oracle
+    row["oracle_regret_db"] = oracle - auto["psnr"]
+    row["images"] = len(names)
     a = row["auto"]
     print(
         f"{name}: auto t0 {a['t0']:g} PSNR {a['psnr']:.2f} | "
@@ -89,6 +121,21 @@ def evaluate(name: str) -> dict:
         flush=True,
     )
     return row
+
+
+def regret_table(rows: list[dict]) -> str:
+    head = (
+        "| setting | images | auto t0 | auto PSNR | best grid t0 | best grid PSNR | regret (dB) | "
+        "per-image oracle PSNR | regret vs oracle (dB) |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    body = ""
+    for r in rows:
+        a, b = r["auto"], r["best_fixed"]
+        body += (
+            f"| {r['setting']} | {r['images']} | {a['t0']:g} | {a['psnr']:.2f} | {b['t0']:g} | {b['psnr']:.2f} | "
+            f"**{r['regret_db']:+.2f}** | {r['oracle_psnr']:.2f} | {r['oracle_regret_db']:+.2f} |\n"
+        )
+    return head + body
 
 
 def table(rows: list[dict]) -> str:
@@ -119,11 +166,22 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=list(SETTINGS), help="settings to run (default: all)")
+    parser.add_argument("--fine", action="store_true", help="fixed pass on the fine grid FINE; regret table")
+    parser.add_argument("--max-images", type=int, default=None, help="first images of every setting only")
     args = parser.parse_args(argv)
     names = args.only or list(SETTINGS)
+    extra = () if args.max_images is None else (f"dataset.max_images={args.max_images}",)
+    grid = FINE if args.fine else FIXED
     tic = time.perf_counter()
-    rows = [evaluate(name) for name in names]
+    rows = []
+    for name in names:
+        rows.append(evaluate(name, grid, extra))
+        if args.fine:  # write after every setting: a long run leaves its finished rows behind
+            write_regret(rows, time.perf_counter() - tic)
     total = time.perf_counter() - tic
+    if args.fine:
+        print("\n" + write_regret(rows, total))
+        return 0
     md = (
         table(rows)
         + "\nPSNR (dB) / SSIM, mean over the bundled evaluation images; NFE in brackets; N = 100 steps. "
@@ -134,6 +192,25 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "table.json").write_text(json.dumps({"rows": rows, "seconds": round(total, 1)}, indent=2) + "\n")
     print("\n" + md)
     return 0
+
+
+def write_regret(rows: list[dict], seconds: float) -> str:
+    """Write the regret table; rows of other settings from an earlier invocation are kept (by name)."""
+    old = RESULTS / "auto_t0_regret.json"
+    kept = json.loads(old.read_text())["rows"] if old.exists() else []
+    fresh = {r["name"] for r in rows}
+    order = list(SETTINGS)
+    rows = sorted([r for r in kept if r["name"] not in fresh] + rows, key=lambda r: order.index(r["name"]))
+    md = (
+        regret_table(rows)
+        + f"\nPSNR (dB), mean over the images; grid t0 in {list(FINE)} on N = 100 steps; regret = best grid PSNR "
+        + f"- auto PSNR (positive: auto loses). Last invocation: {seconds:.0f} s.\n"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "auto_t0_regret.md").write_text(md)
+    payload = {"grid": list(FINE), "rows": rows, "seconds": round(seconds, 1)}
+    (RESULTS / "auto_t0_regret.json").write_text(json.dumps(payload, indent=2) + "\n")
+    return md
 
 
 if __name__ == "__main__":

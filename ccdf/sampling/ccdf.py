@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ccdf.denoisers.base import Denoiser
 from ccdf.operators.base import Operator
+from ccdf.sampling.average import sample_average
 from ccdf.sampling.conditioning import Conditioning, Problem, make_conditioning
 from ccdf.sampling.solvers import SOLVERS, Solver, StepInfo, StepSolver
 from ccdf.schedules.base import Schedule, forward_diffuse, num_steps_from_t0
@@ -109,6 +110,7 @@ def sample_ccdf(
     generator: Generator = None,
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = False,
+    average: int = 1,
 ) -> Tensor:
     r"""CCDF (Chung, Sim & Ye, CVPR 2022, Alg. 1) with any solver: x_{N'} ~ q(x_{N'} | x_init), then N' steps.
 
@@ -133,13 +135,26 @@ def sample_ccdf(
         generator: a generator or one per item (:mod:`ccdf.utils.rng`).
         callback: called with :class:`StepInfo` after each step.
         progress: show a progress bar.
+        average: K >= 1: the mean of K independent runs from the same ``x_init`` and ``y``, each with
+            its own forward jump and sampler noise (:func:`ccdf.sampling.average.sample_average`;
+            per-item generators give each run its own stream derived from the item's generator).
+            The callback then sees the K runs one after another.
 
     Returns:
         The reconstruction ``[B, C, H, W]``.
 
-    Network evaluations per item: ``solver.nfe(N')`` (N' for one-step solvers, N'(1 + n_corrector)
+    Network evaluations per item: ``K solver.nfe(N')`` (N' for one-step solvers, N'(1 + n_corrector)
     with a corrector).
     """
+    if not isinstance(average, int) or isinstance(average, bool) or average < 1:
+        raise ValueError(f"sampler.average (the number of averaged runs) must be an integer >= 1, got {average!r}")
+    if average > 1:
+        return sample_average(
+            sample_ccdf, denoiser, schedule, op, y, x_init, average=average, generator=generator, t0=t0,
+            num_steps=num_steps, solver=solver, step=step, variance=variance, eta=eta, corrector=corrector,
+            n_corrector=n_corrector, snr=snr, corrector_step=corrector_step, dc=dc, sigma_y=sigma_y,
+            x0_clip=x0_clip, callback=callback, progress=progress,
+        )  # fmt: skip
     if x_init.ndim < 2:
         raise ValueError(f"x_init must be batched [B, ...], got shape {tuple(x_init.shape)}")
     if y.shape[0] != x_init.shape[0]:

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from ccdf.denoisers.base import Denoiser, DenoiserOutput, as_output
 from ccdf.operators.base import Operator
 from ccdf.operators.multicoil import rss
+from ccdf.sampling.average import sample_average
 from ccdf.sampling.ccdf import sample_ccdf
 from ccdf.sampling.conditioning import Conditioning, make_conditioning
 from ccdf.utils.rng import Generator
@@ -132,6 +133,7 @@ def sample_ssos(
     num_steps: int,
     generator: Generator = None,
     callback: Callable | None = None,
+    average: int = 1,
     **ccdf_kwargs,
 ) -> Tensor:
     """score-MRI's coil-by-coil samplers with CCDF's warm start (see the module docstring).
@@ -143,6 +145,8 @@ def sample_ssos(
         combine: ``"rss"`` (score-MRI's root-sum-of-squares, a magnitude) or ``"sense"``.
         sense_every: None for SSOS; m for the hybrid sampler's SENSE step every m grid steps.
         sense_lambda: the hybrid's relaxation at t = 1 and t = 0.
+        average: K >= 1 independent runs, their combined images averaged
+            (:func:`ccdf.sampling.average.sample_average`).
         dc, num_steps, generator, callback, ccdf_kwargs: as :func:`ccdf.sampling.sample_ccdf` (t0, solver,
             step, corrector, ...), for the per-coil problem.
 
@@ -157,6 +161,10 @@ def sample_ssos(
             )
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+    if average != 1:
+        return sample_average(sample_ssos, denoiser, schedule, op, y, x_init, average=average, generator=generator,
+                              combine=combine, sense_every=sense_every, sense_lambda=sense_lambda, dc=dc,
+                              num_steps=num_steps, callback=callback, **ccdf_kwargs)  # fmt: skip
     cond = make_conditioning(dc)
     if sense_every is not None:
         cond = SenseStep(cond, sense_every, num_steps, sense_lambda)
