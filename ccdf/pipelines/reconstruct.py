@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ccdf.operators.base import Operator
@@ -152,7 +153,7 @@ def check_respacing(cfg: DictConfig) -> None:
     if respacing is None:
         return
     try:
-        schedule = instantiate_node(resolved(node), "schedule")
+        schedule = instantiate(node, _convert_="all")
     except Exception as err:  # Hydra wraps the constructor's ValueError
         cause = err.__cause__ or err
         raise ValueError(f"model.schedule.respacing={respacing!r}: {cause}") from None
