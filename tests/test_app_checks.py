@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 import ccdf.app as app
+import ccdf.pipelines.reconstruct as reconstruct_pipeline
 from tests.conftest import ROOT
 from tests.test_configs import compose_cfg
 
@@ -66,6 +67,39 @@ def test_sampler_settings_precedence(tmp_path, overrides, expected):
     variance, clip = expected
     assert {k: app.eval_setting(cfg)["sampler"][k] for k in ("variance", "x0_clip")} == {"variance": variance,
                                                                                        "x0_clip": clip}  # fmt: skip
+
+
+def _keys_named(node, names: tuple[str, ...], prefix: str = "") -> dict[str, object]:
+    """Every value under ``node`` (a plain nested dict) whose key is in ``names``, by dotted path."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_keys_named(value, names, f"{prefix}{key}."))
+        elif key in names:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("sampler", sorted(p.stem for p in (ROOT / "conf" / "sampler").glob("*.yaml")))
+def test_model_preference_reaches_every_sampler_that_has_the_setting(tmp_path, sampler):
+    """The model's sampler preferences (model.sampler_defaults) reach each sampler through its own
+    interpolations, wherever that sampler keeps the setting (DPS: solver.variance), and never add a key a
+    sampler does not take (DDNM, DiffPIR, DPM-Solver++ and PiGDM have no variance; the VE samplers pin
+    variance=beta). This is why the preference is an interpolation and not a model config composed after
+    the sampler's: that would write sampler.variance into every sampler."""
+    task = "mri_multicoil" if sampler in ("ssos", "hybrid") else "sr4"
+    names = ("variance", "x0_clip")
+    prefer = app_cfg(tmp_path, f"task={task}", f"sampler={sampler}", "model=iddpm_ffhq256", "++model.ckpt=f.pt")
+    plain = app_cfg(tmp_path, f"task={task}", f"sampler={sampler}", "model=gaussian")
+    got = _keys_named(OmegaConf.to_container(prefer.sampler, resolve=True), names)
+    default = _keys_named(OmegaConf.to_container(plain.sampler, resolve=True), names)
+    assert set(got) == set(default) and "x0_clip" in got, (got, default)  # the same keys, with or without
+    ve = sampler in ("ve_pc", "ssos", "hybrid")
+    for key, value in got.items():
+        if key.endswith("x0_clip"):
+            assert (value, default[key]) == (1.0, None), key
+        else:
+            assert (value, default[key]) == (("beta", "beta") if ve else ("learned", "beta")), key
 
 
 def test_smoke_run_records_resolved_sampler_and_unique_default_folder(tmp_path):
@@ -274,7 +308,8 @@ def test_failed_runs_keep_an_earlier_runs_files(tmp_path, monkeypatch):
     def fail_after_writing(*args, **kwargs):
         raise RuntimeError("late failure")
 
-    monkeypatch.setattr(app, "log_results", fail_after_writing)  # after every t0's recon/, grid.png, metrics.json
+    # log_results runs after every t0's recon/, grid.png, metrics.json
+    monkeypatch.setattr(reconstruct_pipeline, "log_results", fail_after_writing)
     with pytest.raises(RuntimeError, match="late failure"):
         app.main(app_cfg(tmp_path, *SMOKE, "eval.t0s=[0.1,0.2]"))
     after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
@@ -286,8 +321,56 @@ def test_failed_run_in_a_new_folder_leaves_nothing(tmp_path, monkeypatch):
     def fail_after_writing(*args, **kwargs):
         raise RuntimeError("late failure")
 
-    monkeypatch.setattr(app, "log_results", fail_after_writing)
+    monkeypatch.setattr(reconstruct_pipeline, "log_results", fail_after_writing)
     with pytest.raises(RuntimeError, match="late failure"):
         app.main(app_cfg(tmp_path, *SMOKE))
     assert not (tmp_path / "run").exists()
     assert list((tmp_path / "cache").rglob("t0_0.2/*.json"))  # finished images stay in the result cache
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 13: one pipeline per mode, each on typed settings; callbacks from the `callbacks` config group
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_validate_returns_the_modes_typed_settings(tmp_path):
+    """validate() turns the composed config into the mode's frozen settings of plain typed values (before: it
+    returned None and every pipeline read the DictConfig itself)."""
+    import dataclasses
+
+    from ccdf.pipelines.reconstruct import ReconstructSettings
+    from ccdf.pipelines.theory import TheorySettings
+    from ccdf.pipelines.train import TrainSettings
+
+    rec = app.validate(app_cfg(tmp_path, *SMOKE, "batch_size=2.0", "eval.t0s=[0.1,0.2]"))
+    assert isinstance(rec, ReconstructSettings) and rec.task == "inpaint" and rec.t0s == (0.1, 0.2)
+    assert type(rec.batch_size) is int and rec.batch_size == 2 and rec.sections["sampler"]["t0"] == 0.2
+    assert not OmegaConf.is_config(rec.sections["dataset"])  # resolved plain values, not config nodes
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.seed = 1  # type: ignore[misc]
+    train = app.validate(app_cfg(tmp_path, "task=inpaint", "mode=train", "model=unet_small", "dataset.size=16"))
+    assert isinstance(train, TrainSettings) and train.net_config["image_size"] == 16
+    assert train.ckpt_dir == tmp_path / "run" / "checkpoints" and list(train.callbacks) == [
+        "model_checkpoint", "export_weights", "sample_grid"]  # fmt: skip
+    theory = app.validate(app_cfg(tmp_path, "task=theory", "theory.num_steps=100"))
+    assert isinstance(theory, TheorySettings) and theory.num_steps == 100
+
+
+TRAIN_FAST = ["mode=train", "task=inpaint", "model=unet_small", "dataset=gaussian_field", "dataset.size=16",
+              "trainer=cpu", "training.global_batch=2", "training.warmup_steps=1", "training.max_steps=2",
+              "training.ckpt_every=2", "training.sample_every=2"]  # fmt: skip
+
+
+def test_training_callbacks_come_from_the_callbacks_group(tmp_path):
+    """In process: the callbacks that write files are the `callbacks` group's (dropping one drops its files;
+    `~callbacks` keeps only the signal handler and Lightning's own default checkpoint), and train.json names the exported weights if any."""
+    run = tmp_path / "run"
+    assert math.isfinite(app.main(app_cfg(tmp_path, *TRAIN_FAST, "~callbacks.sample_grid")))
+    ckpts = {p.name for p in (run / "checkpoints").iterdir()}
+    assert ckpts == {"step0000002.ckpt", "last.ckpt", "ema_step0000002.safetensors", "ema_last.safetensors"}
+    assert not (run / "samples").exists()  # its callback was dropped
+    assert json.loads((run / "train.json").read_text())["weights"] == str(run / "checkpoints" / "ema_last.safetensors")
+    bare = tmp_path / "bare"
+    assert math.isfinite(app.main(app_cfg(tmp_path, *TRAIN_FAST, "~callbacks", run="bare")))
+    assert not list(bare.rglob("ema_*.safetensors")) and not (bare / "samples").exists()
+    assert json.loads((bare / "train.json").read_text())["weights"] is None
