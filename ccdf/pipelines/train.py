@@ -79,9 +79,24 @@ def settings_from(cfg: DictConfig) -> TrainSettings:
         warmup_steps=int(cfg.training.warmup_steps), ema_decay=ema_decay, global_batch=global_batch,
         max_steps=max_steps, num_workers=int(cfg.training.num_workers), seed=int(cfg.seed),
         resume=None if resume is None else str(resume),
-        callbacks={name: spec for name, spec in callbacks.items() if spec and "_target_" in spec},
+        callbacks={name: _with_net(spec, family, net_config) for name, spec in callbacks.items()
+                   if spec and "_target_" in spec},  # fmt: skip
         loggers=logger_specs(cfg),
     )  # fmt: skip
+
+
+def _with_net(spec: Spec, family: str, net_config: dict[str, Any]) -> Spec:
+    """A callback spec whose net values the model config left null (a preset-named model, e.g. ``demo_prior``,
+    has no ``model.family`` / ``model.net``) filled in from the net that is trained."""
+    spec = dict(spec)
+    if "family" in spec and spec["family"] is None:
+        spec["family"] = family
+    if "config" in spec and spec["config"] is None:
+        spec["config"] = net_config
+    shape = spec.get("shape")
+    if isinstance(shape, list) and shape and shape[0] is None:
+        spec["shape"] = [net_config.get("in_channels"), *shape[1:]]
+    return spec
 
 
 def run(settings: TrainSettings, run_dir: Path, written: list[Path], guard: SignalGuard | None = None) -> float:
