@@ -81,7 +81,8 @@ class EpsDenoiser(nn.Module):
         """x0_hat (and ``var_frac`` for learned-sigma nets) for ``x_t`` ``[B, C, H, W]`` at times ``t`` ``[B]``."""
         t = as_time(t).reshape(-1).expand(x_t.shape[0])
         device, dtype = _net_device_dtype(self.net)
-        out = self.net(x_t.to(device=device, dtype=dtype), self.timesteps(t).to(device)).to(x_t.device)
+        net_t = self.timesteps(t).to(device, non_blocking=True)  # host times: copied without a sync
+        out = self.net(x_t.to(device=device, dtype=dtype), net_t).to(x_t.device)
         c = x_t.shape[1]
         if out.shape[1] == 2 * c:
             eps, v = out[:, :c], out[:, c:]

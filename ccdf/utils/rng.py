@@ -64,6 +64,11 @@ def randn(shape: Sequence[int], *, generator: Generator, dtype: torch.dtype, dev
         gens = list(generator)
         if len(gens) != shape[0]:
             raise ValueError(f"got {len(gens)} generators for a batch of {shape[0]}")
+        if not dtype.is_complex and all(g.device == torch.device(device) for g in gens):
+            out = torch.empty(shape, dtype=dtype, device=device)  # each item's draw straight into its slot
+            for b, g in enumerate(gens):
+                torch.randn(shape[1:], generator=g, dtype=dtype, device=device, out=out[b])
+            return out
         return torch.stack([randn(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])
     real = _real_dtype(dtype)
     if dtype.is_complex:
