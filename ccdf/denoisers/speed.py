@@ -43,6 +43,8 @@ class FastDenoiser(nn.Module):
         channels_last: NHWC memory format for the network and its input.
         compile: ``torch.compile`` the denoiser.
         compile_mode: the ``torch.compile`` mode.
+        compile_backend: the ``torch.compile`` backend (``"aot_eager"`` traces without generating code:
+            the tests' and ``--tiny`` benchmarks' quick check of the wiring).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class FastDenoiser(nn.Module):
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str = "default",
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         check_speed_options(precision, compile_mode)
@@ -67,10 +70,10 @@ class FastDenoiser(nn.Module):
             # of the adapter, so the denoiser passed in keeps its eager network
             adapter = copy.copy(denoiser)
             adapter._modules = dict(denoiser._modules)
-            adapter.net = torch.compile(net, mode=compile_mode)
+            adapter.net = _compile(net, compile_mode, compile_backend)
             self.inner = adapter
         elif self.compiled:
-            self.inner = torch.compile(denoiser, mode=compile_mode)
+            self.inner = _compile(denoiser, compile_mode, compile_backend)
 
     @property
     def network(self) -> nn.Module:
@@ -96,6 +99,11 @@ class FastDenoiser(nn.Module):
         return DenoiserOutput(out.x0_hat.contiguous(), var)
 
 
+def _compile(module: nn.Module, mode: str, backend: str) -> nn.Module:
+    # inductor takes the mode; other backends take none
+    return torch.compile(module, mode=mode) if backend == "inductor" else torch.compile(module, backend=backend)
+
+
 def check_speed_options(precision: str, compile_mode: str = "default") -> None:
     """Raise a ValueError naming the config key for an unknown precision or compile mode."""
     if precision not in PRECISIONS:
@@ -111,10 +119,11 @@ def speed_up(
     channels_last: bool = False,
     compile: bool = False,
     compile_mode: str = "default",
+    compile_backend: str = "inductor",
 ) -> nn.Module:
     """The denoiser with the speed switches; the denoiser itself when none is set (bit-identical default)."""
     check_speed_options(precision, compile_mode)
     if precision == "fp32" and not channels_last and not compile:
         return denoiser
     return FastDenoiser(denoiser, precision=precision, channels_last=channels_last, compile=compile,
-                        compile_mode=compile_mode)  # fmt: skip
+                        compile_mode=compile_mode, compile_backend=compile_backend)  # fmt: skip
