@@ -21,6 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ccdf.denoisers.speed import check_speed_options, speed_up
 from ccdf.operators.base import Operator
 from ccdf.schedules.base import num_steps_from_t0
 from ccdf.utils.io import save_png, write_json
@@ -60,11 +61,23 @@ def _instantiate(node: DictConfig, what: str, key: str | None = None, **kwargs: 
     return obj
 
 
+_SPEED_DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": False, "compile_mode": "default"}
+
+
+def speed_options(cfg: DictConfig) -> dict[str, Any]:
+    """The denoiser's speed switches from ``cfg.model`` (:mod:`ccdf.denoisers.speed`; absent keys: defaults)."""
+    opts = {k: cfg.model.get(k, v) for k, v in _SPEED_DEFAULTS.items()}
+    opts = {k: str(v) if isinstance(_SPEED_DEFAULTS[k], str) else bool(v) for k, v in opts.items()}
+    check_speed_options(opts["precision"], opts["compile_mode"])
+    return opts
+
+
 def build(cfg: DictConfig) -> Components:
     """Instantiate dataset, schedule, denoiser, operator, initializer and sampler (one call each)."""
     dataset = _instantiate(cfg.dataset.data, "dataset", "dataset.data")
     schedule = _instantiate(cfg.model.schedule, "schedule", "model.schedule")
     denoiser = _instantiate(cfg.model.denoiser, "denoiser", "model.denoiser", schedule=schedule)
+    denoiser = speed_up(denoiser, **speed_options(cfg))  # model.precision / channels_last / compile (README "Speed")
     operator = _instantiate(cfg.operator, "operator", "operator")
     initializer = _instantiate(cfg.initializer, "initializer", "initializer")
     sampler = _instantiate(cfg.sampler, "sampler", "sampler")
@@ -367,7 +380,11 @@ def eval_setting(cfg: DictConfig, lpips: bool = False) -> dict[str, Any]:
         "code": _code_hash(),
         "task": _task_name(),
         "dataset": dataset,
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "model": {
+            k: v
+            for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+            if _SPEED_DEFAULTS.get(k, object()) != v
+        },  # default speed switches leave the key as before
         "operator": OmegaConf.to_container(cfg.operator, resolve=True),
         "initializer": OmegaConf.to_container(cfg.initializer, resolve=True),
         "sampler": sampler,
@@ -643,6 +660,8 @@ def _finish_t0(cfg: DictConfig, inception: Any, store: Any, t0: float, indices: 
         "seed": int(cfg.seed),
         "sigma_y": float(cfg.sigma_y),
         "model": str(cfg.model.name),
+        "precision": speed_options(cfg)["precision"],
+        "compiled": speed_options(cfg)["compile"],
         "operator": repr(comps.operator).replace("\n", " "),
         "initializer": repr(comps.initializer),
         "sampler": {**OmegaConf.to_container(cfg.sampler, resolve=True), "t0": t0},

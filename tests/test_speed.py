@@ -230,3 +230,68 @@ def test_device_bench_runs_end_to_end_tiny(tmp_path: Path) -> None:
     for case in report["cases"] + report["dps"]:
         assert case["ms_per_image_nfe"] > 0 and case["peak_memory_mib"] > 0 and "overhead" in case
     assert report["projection_1000_sr8_20nfe"]["wall_s"] > 0
+
+
+# ---------------------------------------------------------------------------------------------- app wiring
+
+
+def test_app_builds_the_switches_and_metrics_record_them(tmp_path: Path) -> None:
+    """``model.precision`` etc. are applied where the denoiser is built; metrics.json records precision and
+    compiled; the result cache's key is unchanged by default switches and changed by bf16; a bad value is
+    refused naming its key."""
+    import json
+
+    import ccdf.app as app
+    from tests.test_app_checks import SMOKE, app_cfg
+
+    default = app_cfg(tmp_path, *SMOKE, run="default")
+    assert not {"precision", "channels_last", "compile", "compile_mode"} & set(app.eval_setting(default)["model"])
+    assert not isinstance(app.build(default).denoiser, FastDenoiser)
+    cfg = app_cfg(tmp_path, *SMOKE, "model.precision=bf16", run="bf16")
+    assert app.eval_setting(cfg)["model"]["precision"] == "bf16"
+    comps = app.build(cfg)
+    assert isinstance(comps.denoiser, FastDenoiser) and comps.denoiser.precision == "bf16"
+    app.main(cfg)
+    result = json.loads((tmp_path / "bf16" / "metrics.json").read_text())
+    assert (result["precision"], result["compiled"]) == ("bf16", False)
+    with pytest.raises(ValueError, match="model.precision must be one of"):
+        app.build(app_cfg(tmp_path, *SMOKE, "model.precision=fp8", run="bad"))
+
+
+# ------------------------------------------------------------------------------------------ per-item noise
+
+
+def test_sampler_generators_on_the_cpu_continue_the_measurement_streams() -> None:
+    """On the CPU the sampler keeps each item's measurement generator (results bit-identical to before);
+    another stream of (seed, index) gives other numbers, keyed by index whatever the order."""
+    from ccdf.utils.rng import sampler_generators
+
+    gens = per_sample_generators(3, [7, 2])
+    assert sampler_generators(3, [7, 2], "cpu", gens) is gens
+    s1 = per_sample_generators(3, [7, 2], stream=1)
+    s1_rev = per_sample_generators(3, [2, 7], stream=1)
+    a = [torch.randn(4, generator=g) for g in s1]
+    b = [torch.randn(4, generator=g) for g in s1_rev]
+    assert torch.equal(a[0], b[1]) and torch.equal(a[1], b[0])
+    assert not torch.equal(a[0], torch.randn(4, generator=per_sample_generators(3, [7])[0]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sampling_is_batch_invariant_with_device_generators(prior) -> None:
+    """On CUDA, with Philox generators on the device and the net per item: an image's result is the same bits
+    in a batch of 3 as alone (the determinism contract of ccdf.utils.rng)."""
+    from ccdf.denoisers.base import PerItemDenoiser
+    from ccdf.utils.rng import sampler_generators
+
+    den, schedule = prior
+    den = PerItemDenoiser(den.to("cuda"))
+    op, y, x_init = _problem("superres")
+    y, x_init = y.as_subclass(Tensor).cuda(), x_init.as_subclass(Tensor).cuda()
+    kw = dict(t0=0.01, num_steps=1000, solver=SOLVERS["ddpm"]())
+    gens = sampler_generators(0, [0, 1, 2], "cuda", per_sample_generators(0, [0, 1, 2]))
+    assert all(g.device.type == "cuda" for g in gens)
+    full = sample_ccdf(den, schedule, op, y, x_init, generator=gens, **kw)
+    one = sample_ccdf(den, schedule, op, y[1:2], x_init[1:2],
+                      generator=sampler_generators(0, [1], "cuda", per_sample_generators(0, [1])), **kw)  # fmt: skip
+    assert torch.equal(full[1:2], one)
