@@ -73,7 +73,7 @@ class EpsDenoiser(nn.Module):
         """The network's time input for times ``t`` ``[B]``: original-chain indices (long) or rescaled floats."""
         index = self.schedule.to_index(as_time(t))  # type: ignore[attr-defined]
         n = int(self.schedule.num_train_steps)  # type: ignore[attr-defined]
-        if bool((index < 0).any()) or bool((index >= n).any()):
+        if bool(((index < 0) | (index >= n)).any()):  # host times: one check, no device sync
             raise ValueError(f"times {as_time(t).tolist()} map to chain indices outside [0, {n - 1}]")
         return index.float() * (1000.0 / n) if self.rescale_timesteps else index
 
