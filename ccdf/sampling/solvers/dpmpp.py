@@ -23,7 +23,9 @@ from ccdf.utils.tensor import bcast
 
 
 def _lambda(schedule, t: torch.Tensor) -> torch.Tensor:
-    return torch.log(schedule.alpha(t)) - torch.log(schedule.sigma(t))
+    memo = getattr(schedule, "_memo", None)  # the schedule's TimeMemo: computed once per grid time
+    fn = lambda u: torch.log(schedule.alpha(u)) - torch.log(schedule.sigma(u))  # noqa: E731
+    return fn(t) if memo is None else memo("lambda", t, fn)
 
 
 class DPMSolverPP2M(Solver):
