@@ -73,7 +73,7 @@ class EpsDenoiser(nn.Module):
         """The network's time input for times ``t`` ``[B]``: original-chain indices (long) or rescaled floats."""
         index = self.schedule.to_index(as_time(t))  # type: ignore[attr-defined]
         n = int(self.schedule.num_train_steps)  # type: ignore[attr-defined]
-        if bool((index < 0).any()) or bool((index >= n).any()):
+        if bool(((index < 0) | (index >= n)).any()):  # host times: one check, no device sync
             raise ValueError(f"times {as_time(t).tolist()} map to chain indices outside [0, {n - 1}]")
         return index.float() * (1000.0 / n) if self.rescale_timesteps else index
 
@@ -81,7 +81,8 @@ class EpsDenoiser(nn.Module):
         """x0_hat (and ``var_frac`` for learned-sigma nets) for ``x_t`` ``[B, C, H, W]`` at times ``t`` ``[B]``."""
         t = as_time(t).reshape(-1).expand(x_t.shape[0])
         device, dtype = _net_device_dtype(self.net)
-        out = self.net(x_t.to(device=device, dtype=dtype), self.timesteps(t).to(device)).to(x_t.device)
+        net_t = self.timesteps(t).to(device, non_blocking=True)  # host times: copied without a sync
+        out = self.net(x_t.to(device=device, dtype=dtype), net_t).to(x_t.device)
         c = x_t.shape[1]
         if out.shape[1] == 2 * c:
             eps, v = out[:, :c], out[:, c:]

@@ -4,7 +4,9 @@ The work list is every (data-set index, t0) pair without a stored result
 (:class:`ccdf.evaluation.ResultStore`). Lightning shards it over devices; each image draws its
 measurement noise, forward jump and reverse-step noise from its own generator, seeded by
 (seed, data-set index), so an image's result does not depend on the number of devices, on
-its batch, or on which other t0 values share the pass. Results go to the store as each batch
+its batch, or on which other t0 values share the pass (on a GPU the sampler's draws come from
+generators on the device: the same results for any batch size and number of GPUs, different from
+a CPU run; :mod:`ccdf.utils.rng`). Results go to the store as each batch
 finishes, which makes the loop resumable, and are read back by index (so the items that DDP
 repeats to even out shards count once). Each result carries its item's content key
 (:func:`ccdf.data.check.item_key`), so a cached result is reused only for the same image.
@@ -31,7 +33,7 @@ from ccdf.data.datasets import UpscaledImageWarning
 from ccdf.denoisers.base import CountingDenoiser, PerItemDenoiser
 from ccdf.evaluation import ResultStore, score_item
 from ccdf.operators.base import Operator, measure
-from ccdf.utils.rng import per_sample_generators
+from ccdf.utils.rng import per_sample_generators, sampler_generators
 
 
 class PendingItems(Dataset):
@@ -124,6 +126,7 @@ class ReconstructionModule(L.LightningModule):
             raise ValueError(f"initializer returned shape {tuple(x_init.shape)}, images are {tuple(x0.shape)}")
         self.counter.reset()
         tic = time.perf_counter()
+        gens = sampler_generators(self.seed, index, x0.device, gens)  # on a GPU: Philox draws on the device
         x = self.sampler(
             self.counter, self.schedule, op, y, x_init, t0=t0, sigma_y=self.sigma_y, generator=gens,
             progress=self.progress and self.global_rank == 0,

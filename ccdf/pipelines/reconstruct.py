@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ccdf.denoisers.speed import SPEED_DEFAULTS, speed_options, speed_up
 from ccdf.operators.base import Operator
 from ccdf.pipelines import auto_t0
 from ccdf.pipelines.config import (
@@ -91,6 +92,7 @@ def build(sections: dict[str, Any]) -> Components:
     model = sections["model"]
     schedule = instantiate_node(model["schedule"], "schedule", "model.schedule")
     denoiser = instantiate_node(model["denoiser"], "denoiser", "model.denoiser", schedule=schedule)
+    denoiser = speed_up(denoiser, **speed_options(model))  # model.precision / channels_last / compile ("Speed")
     operator = instantiate_node(sections["operator"], "operator", "operator")
     initializer = instantiate_node(sections["initializer"], "initializer", "initializer")
     sampler = instantiate_node(sections["sampler"], "sampler", "sampler")
@@ -114,6 +116,7 @@ def settings_from(cfg: DictConfig) -> ReconstructSettings:
     ev = cfg.eval
     loggers = logger_specs(cfg)
     hparams = {k: resolved(v) for k, v in cfg.items() if k not in ("hydra", "logger")} if loggers else {}
+    speed_options(cfg.model)  # model.precision / compile_mode, named in the error
     return ReconstructSettings(
         task=task_name(), sections=component_specs(cfg), t0s=t0s, num_steps=int(cfg.sampler.num_steps),
         seed=int(cfg.seed), sigma_y=sigma_y, batch_size=batch_size, grid_images=grid_images,
@@ -213,7 +216,8 @@ def eval_setting(settings: ReconstructSettings, lpips: bool = False) -> dict[str
         "code": _code_hash(),
         "task": s.task,
         "dataset": dataset,
-        "model": s.sections["model"],
+        # default speed switches leave the key as before
+        "model": {k: v for k, v in s.sections["model"].items() if SPEED_DEFAULTS.get(k, object()) != v},
         "operator": s.sections["operator"],
         "initializer": s.sections["initializer"],
         "sampler": sampler,
@@ -356,6 +360,8 @@ def _finish_t0(s: ReconstructSettings, inception: Any, store: Any, t0: float, in
         "seed": s.seed,
         "sigma_y": s.sigma_y,
         "model": str(s.sections["model"]["name"]),
+        "precision": speed_options(s.sections["model"])["precision"],
+        "compiled": speed_options(s.sections["model"])["compile"],
         "operator": repr(comps.operator).replace("\n", " "),
         "initializer": repr(comps.initializer),
         "sampler": {**sampler, "t0": t0},

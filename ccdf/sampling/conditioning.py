@@ -15,7 +15,7 @@ noise level ``sigma_y`` from the :class:`Problem`, never from the operator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -38,10 +38,17 @@ class Problem:
     op: Operator
     y: Tensor
     sigma_y: float = 0.0
+    _pinv_y: Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not float(self.sigma_y) >= 0:  # also refuses NaN
             raise ValueError(f"sigma_y must be >= 0, got {self.sigma_y}")
+
+    def pinv_y(self) -> Tensor:
+        """A^+ y, computed once per problem (the data steps diffuse it at every step)."""
+        if self._pinv_y is None:
+            self._pinv_y = self.op.pinv(self.y)
+        return self._pinv_y
 
     def select(self, idx: list[int] | None) -> Problem:
         """The problem of the items ``idx`` (all items when None)."""
@@ -87,7 +94,7 @@ class Projection(Conditioning):
 
     def step(self, x_next, x_t, x0_hat, t, s, problem, generator):
         op = problem.op
-        y_s = op(forward_diffuse(self.schedule, op.pinv(problem.y), s, generator))
+        y_s = op(forward_diffuse(self.schedule, problem.pinv_y(), s, generator))
         return op.project(x_next, y_s)
 
 
@@ -111,7 +118,7 @@ class Prox(Conditioning):
 
     def step(self, x_next, x_t, x0_hat, t, s, problem, generator):
         op, sched = problem.op, self.schedule
-        y_s = op(forward_diffuse(sched, op.pinv(problem.y), s, generator))
+        y_s = op(forward_diffuse(sched, problem.pinv_y(), s, generator))
         if problem.sigma_y == 0:
             return op.project(x_next, y_s)
         gamma = self.gamma_scale * float(sched.sigma(s)) ** 2

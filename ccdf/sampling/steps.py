@@ -70,6 +70,9 @@ def ancestral_step(
     else:
         raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
     z = randn_like(x, generator)  # drawn on the last step too (as guided-diffusion's p_sample does)
+    s = torch.as_tensor(s)
+    if s.ndim == 0 and s.device.type == "cpu":  # a host time (the solvers'): decided on the host, no sync
+        return mean + std * z if bool(s > 0) else mean
     noisy = bcast((s > 0).to(var_ts.dtype), x) > 0
     return torch.where(noisy, mean + std * z, mean)  # the mean alone on the last step: never inf * 0
 

@@ -35,6 +35,33 @@ def as_time(t: Tensor | float) -> Tensor:
     return torch.as_tensor(t, dtype=torch.float64)
 
 
+class TimeMemo:
+    """A schedule's values at the few host times a sampling loop asks for again and again (the grid's).
+
+    ``memo(name, t, fn)`` returns ``fn(t)`` and keeps it for a later call with the same name, shape and
+    values of ``t``, so a loop's schedule look-ups cost a dict access instead of a dozen tensor ops
+    (the same bits: the value is the one ``fn`` computed). Only small CPU tensors (a scalar time or one
+    per item) are kept; callers must not modify the returned tensor in place.
+    """
+
+    max_numel, max_entries = 256, 8192
+
+    def __init__(self) -> None:
+        self._values: dict[tuple, Tensor] = {}
+
+    def __call__(self, name: str, t: Tensor | float, fn) -> Tensor:
+        t = as_time(t)
+        if t.numel() > self.max_numel or t.device.type != "cpu" or t.requires_grad:
+            return fn(t)
+        key = (name, tuple(t.shape), *t.reshape(-1).tolist())
+        value = self._values.get(key)
+        if value is None:
+            if len(self._values) >= self.max_entries:
+                self._values.clear()
+            value = self._values[key] = fn(t)
+        return value
+
+
 def uniform_timesteps(num_steps: int, t_start: float = 1.0) -> Tensor:
     """``k / num_steps`` for ``k = K, ..., 0`` with ``K = round(t_start * num_steps)``.
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ccdf.schedules.base import as_time, uniform_timesteps
+from ccdf.schedules.base import TimeMemo, as_time, uniform_timesteps
 
 
 class VE:
@@ -29,6 +29,7 @@ class VE:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
+        self._memo = TimeMemo()  # sigma at the grid's times, computed once per run
 
     def __repr__(self) -> str:
         return f"VE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
@@ -37,7 +38,9 @@ class VE:
         return torch.ones_like(as_time(t))
 
     def sigma(self, t: Tensor | float) -> Tensor:
-        t = as_time(t)
+        return self._memo("sigma", t, self._sigma)
+
+    def _sigma(self, t: Tensor) -> Tensor:
         s = self.sigma_min * torch.exp(t * math.log(self.sigma_max / self.sigma_min))
         return torch.where(t > 0, s, torch.zeros_like(s))
 

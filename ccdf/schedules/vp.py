@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ccdf.schedules.base import as_time, num_steps_from_t0, uniform_timesteps
+from ccdf.schedules.base import TimeMemo, as_time, num_steps_from_t0, uniform_timesteps
 
 
 def linear_betas(num_steps: int = 1000) -> Tensor:
@@ -113,6 +113,7 @@ class DiscreteVP:
             self.kept = space_timesteps(self.num_train_steps, self.respacing)
         # log abar_i for i = 0..N (abar_0 = 1 at the data).
         self.log_abar = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.log1p(-betas), 0)])
+        self._memo = TimeMemo()  # alpha/sigma at the grid's times, computed once per run
 
     @classmethod
     def linear(cls, num_train_steps: int = 1000, spacing: str = "uniform", respacing: str | None = None) -> DiscreteVP:
@@ -134,10 +135,10 @@ class DiscreteVP:
         return (1 - w) * self.log_abar[lo] + w * self.log_abar[lo + 1]
 
     def alpha(self, t: Tensor | float) -> Tensor:
-        return torch.exp(0.5 * self.log_alpha_bar(t))
+        return self._memo("alpha", t, lambda u: torch.exp(0.5 * self.log_alpha_bar(u)))
 
     def sigma(self, t: Tensor | float) -> Tensor:
-        return torch.sqrt(-torch.expm1(self.log_alpha_bar(t)))
+        return self._memo("sigma", t, lambda u: torch.sqrt(-torch.expm1(self.log_alpha_bar(u))))
 
     def timesteps(self, num_steps: int, t_start: float = 1.0) -> Tensor:
         if self.spacing == "uniform":

@@ -4,6 +4,14 @@ A *generator* is either ``None`` (torch's global generator), one :class:`torch.G
 shared by the whole batch, or a sequence of generators, one per batch item (EDM's
 ``StackedRandomGenerator``). With per-item generators the noise an image receives does
 not depend on which other images share its batch, nor on the number of devices.
+
+Determinism contract of an evaluation run (:mod:`ccdf.lightning.reconstruction`): an image's
+per-image operator parameters and measurement noise come from CPU generators (the same numbers
+on any machine); the sampler's draws (forward jump, per-step noise) come from generators on the
+model's device (:func:`sampler_generators`: Philox on CUDA, so no draw is copied from the host
+inside the loop). Results are therefore the same for any batch size and any number of devices
+of one kind; a CUDA run and a CPU run of the same seed differ (different generators), as do
+runs on different kinds of accelerator.
 """
 
 from __future__ import annotations
@@ -36,17 +44,39 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def per_sample_generators(
-    seed: int, indices: Sequence[int] | Tensor, device: torch.device | str = "cpu"
+    seed: int, indices: Sequence[int] | Tensor, device: torch.device | str = "cpu", stream: int = 0
 ) -> list[torch.Generator]:
-    """One generator per item, keyed by its data-set index: results are independent of batching."""
+    """One generator per item, keyed by its data-set index: results are independent of batching.
+
+    ``stream`` > 0 gives an independent family of generators for the same (seed, index) (its seeds are
+    mixed once more with the stream number)."""
     if isinstance(indices, Tensor):
         indices = indices.tolist()
     gens = []
     for index in indices:
         g = torch.Generator(device=device)
-        g.manual_seed(sample_seed(seed, int(index)))
+        s = sample_seed(seed, int(index))
+        g.manual_seed(s if stream == 0 else sample_seed(s, int(stream)))
         gens.append(g)
     return gens
+
+
+SAMPLER_STREAM = 1  # the stream of the sampler's generators on an accelerator
+
+
+def sampler_generators(
+    seed: int, indices: Sequence[int], device: torch.device | str, cpu_generators: list[torch.Generator]
+) -> list[torch.Generator]:
+    """The per-item generators of the sampler's draws on ``device`` (see the module's determinism contract).
+
+    On the CPU these are ``cpu_generators`` themselves (the sampler continues each item's stream after its
+    measurement draws, as always). On an accelerator they are new generators on that device (Philox on
+    CUDA) seeded from (seed, index, :data:`SAMPLER_STREAM`): the loop's noise is drawn where the state is.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return cpu_generators
+    return per_sample_generators(seed, indices, device=device, stream=SAMPLER_STREAM)
 
 
 def _real_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -64,6 +94,11 @@ def randn(shape: Sequence[int], *, generator: Generator, dtype: torch.dtype, dev
         gens = list(generator)
         if len(gens) != shape[0]:
             raise ValueError(f"got {len(gens)} generators for a batch of {shape[0]}")
+        if not dtype.is_complex and all(g.device == torch.device(device) for g in gens):
+            out = torch.empty(shape, dtype=dtype, device=device)  # each item's draw straight into its slot
+            for b, g in enumerate(gens):
+                torch.randn(shape[1:], generator=g, dtype=dtype, device=device, out=out[b])
+            return out
         return torch.stack([randn(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])
     real = _real_dtype(dtype)
     if dtype.is_complex:

@@ -7,17 +7,24 @@ from torch import Tensor
 
 
 def bcast(v: Tensor | float, x: Tensor) -> Tensor:
-    """Shape a scalar or a per-item ``[B]`` tensor so it broadcasts against ``x`` ``[B, ...]``."""
-    v = torch.as_tensor(v, device=x.device)
+    """Shape a scalar or a per-item ``[B]`` tensor so it broadcasts against ``x`` ``[B, ...]``.
+
+    A scalar stays where it is (a 0-d host tensor enters a device kernel as a scalar argument: no copy,
+    no host-device synchronisation); a ``[B]`` tensor is copied to ``x``'s device without blocking."""
+    v = torch.as_tensor(v)
+    dtype = _real(x.dtype)
     if v.ndim == 0:
-        return v.to(dtype=_real(x.dtype))
+        return v.to(dtype=dtype)
     if v.ndim != 1 or v.shape[0] != x.shape[0]:
         raise ValueError(f"expected a scalar or a [{x.shape[0]}] tensor, got shape {tuple(v.shape)}")
-    return v.to(dtype=_real(x.dtype)).reshape(-1, *([1] * (x.ndim - 1)))
+    return v.to(dtype=dtype).to(x.device, non_blocking=True).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+_REAL = {torch.complex64: torch.float32, torch.complex128: torch.float64, torch.complex32: torch.float16}
 
 
 def _real(dtype: torch.dtype) -> torch.dtype:
-    return torch.empty((), dtype=dtype).real.dtype if dtype.is_complex else dtype
+    return _REAL.get(dtype, dtype)
 
 
 def batch_sq_norm(x: Tensor) -> Tensor:

@@ -63,17 +63,32 @@ def active_sets(start: Sequence[int], num_levels: int) -> list[list[int] | None]
     return out
 
 
+class DeviceIndex:
+    """The active item lists as index tensors on the state's device, made once per list (a list used to index
+    a device tensor would be copied to the device, blocking, at every step)."""
+
+    def __init__(self) -> None:
+        self._index: dict[tuple[torch.device, tuple[int, ...]], Tensor] = {}
+
+    def __call__(self, idx: list[int], device: torch.device) -> Tensor:
+        key = (device, tuple(idx))
+        if key not in self._index:
+            self._index[key] = torch.tensor(idx, dtype=torch.long).to(device, non_blocking=True)
+        return self._index[key]
+
+
 class History:
     """Per-item tensors a multistep solver keeps between steps (e.g. the previous x0_hat)."""
 
     def __init__(self) -> None:
         self._data: dict[str, Tensor] = {}
+        self._index = DeviceIndex()
 
     def read(self, name: str, idx: list[int] | None) -> Tensor | None:
         v = self._data.get(name)
         if v is None:
             return None
-        return v if idx is None else v[idx]
+        return v if idx is None else v[self._index(idx, v.device)]
 
     def write(self, name: str, idx: list[int] | None, value: Tensor, batch: int) -> None:
         if idx is None:
@@ -81,7 +96,7 @@ class History:
             return
         if name not in self._data:
             self._data[name] = torch.zeros((batch, *value.shape[1:]), dtype=value.dtype, device=value.device)
-        self._data[name][idx] = value
+        self._data[name][self._index(idx, value.device)] = value
 
 
 def denoise(denoiser: Denoiser, x: Tensor, t: Tensor) -> DenoiserOutput:
@@ -140,16 +155,26 @@ class Solver:
             iterator = tqdm(iterator, desc=self.name, unit="step", leave=False)
         batch = x.shape[0]
         track = getattr(denoiser, "set_items", None)  # a CountingDenoiser counts NFE per item
+        index = DeviceIndex()
+        # per active set, made before the pass: its sub-problem (A^+ y computed once), generators, device index
+        plans: dict[tuple[int, ...] | None, tuple[Problem, Generator]] = {}
+        for idx in sets:
+            key = None if idx is None else tuple(idx)
+            if key not in plans and (idx is None or idx):
+                gen = generator if idx is None else select_generators(generator, _mask(idx, batch))
+                plans[key] = (problem.select(idx), gen)
+                if idx is not None:
+                    index(idx, x.device)
         for i in iterator:
             idx = sets[i]
             if idx is not None and not idx:
                 continue
             members = range(batch) if idx is None else idx
-            gen = generator if idx is None else select_generators(generator, _mask(idx, batch))
+            sub_problem, gen = plans[None if idx is None else tuple(idx)]
             first = [first_step[b] == i for b in members]
             t_prev = grid[i - 1] if i > 0 else None
-            step = Step(i, grid[i], grid[i + 1], idx, problem.select(idx), gen, first, x0_clip, t_prev)
-            xa = x if idx is None else x[idx]
+            step = Step(i, grid[i], grid[i + 1], idx, sub_problem, gen, first, x0_clip, t_prev)
+            xa = x if idx is None else x[index(idx, x.device)]
             if track is not None:
                 track(list(members), batch)
             with grad_enabled(cond.needs_grad):
@@ -159,7 +184,7 @@ class Solver:
                 x = xa
             else:
                 x = x.clone() if x.requires_grad else x
-                x[idx] = xa
+                x[index(idx, x.device)] = xa
             if callback is not None:
                 callback(StepInfo(i=i, t=float(step.t), x=xa, x0_hat=x0_hat.detach(), active=_mask(idx, batch)))
         return x

@@ -23,7 +23,9 @@ from ccdf.utils.tensor import bcast
 
 
 def _lambda(schedule, t: torch.Tensor) -> torch.Tensor:
-    return torch.log(schedule.alpha(t)) - torch.log(schedule.sigma(t))
+    memo = getattr(schedule, "_memo", None)  # the schedule's TimeMemo: computed once per grid time
+    fn = lambda u: torch.log(schedule.alpha(u)) - torch.log(schedule.sigma(u))  # noqa: E731
+    return fn(t) if memo is None else memo("lambda", t, fn)
 
 
 class DPMSolverPP2M(Solver):
@@ -46,7 +48,7 @@ class DPMSolverPP2M(Solver):
                 # items that are not new took the common grid's previous step, t_prev -> t
                 r = (_lambda(schedule, t) - _lambda(schedule, step.t_prev)) / h
                 d2 = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * prev.to(x0_hat.dtype)
-                second = torch.tensor([not f for f in step.first], device=x0_hat.device)
+                second = torch.tensor([not f for f in step.first]).to(x0_hat.device, non_blocking=True)
                 d = torch.where(second.reshape(-1, *[1] * (x0_hat.ndim - 1)), d2, x0_hat)
             x_s = bcast(s_s / s_t, x_t) * x_t - bcast(a_s * torch.expm1(-h), x_t) * d
         history.write("x0_hat", step.idx, x0_hat.detach(), batch)
