@@ -199,6 +199,24 @@ def test_per_item_t0_in_one_pass_equals_separate_runs_and_nfe_is_counted(name):
         torch.testing.assert_close(batched[b : b + 1], alone, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["ddim", "dpmpp_2m", "ddnm"])
+def test_a_solver_never_writes_into_the_callers_state(name):
+    """Before: with items joining mid-pass the solver wrote the active items' new states into the tensor the
+    caller passed (``x[idx] = ...`` on the caller's ``x``); sample_ccdf hid it by passing its own copy."""
+    schedule = DiscreteVP.linear()
+    prior = dense_prior()
+    mask = torch.zeros(1, N_PIX)
+    mask[0, ::3] = 1
+    op = Inpainting(mask)
+    x = torch.randn(2, 1, 1, N_PIX, dtype=torch.float64, generator=gen(3))
+    before = x.clone()
+    grid = schedule.timesteps(10, t_start=1.0)
+    cond = NoConditioning().bind(schedule)
+    out = make_solver(name)(GaussianDenoiser(prior, schedule), schedule, x, grid, start=[0, 4],
+                            problem=Problem(op, op(x)), cond=cond, generator=per_sample_generators(0, [0, 1]))  # fmt: skip
+    assert torch.equal(x, before) and not torch.equal(out, before)
+
+
 def test_unknown_solver_and_mixed_settings_are_clear_errors():
     schedule = DiscreteVP.linear()
     prior = dense_prior()

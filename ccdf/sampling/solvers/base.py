@@ -165,6 +165,7 @@ class Solver:
                 plans[key] = (problem.select(idx), gen)
                 if idx is not None:
                     index(idx, x.device)
+        owned = False  # x is the caller's tensor until the first step replaces it
         for i in iterator:
             idx = sets[i]
             if idx is not None and not idx:
@@ -181,9 +182,10 @@ class Solver:
                 xa, x0_hat = self.step(denoiser, schedule, xa, step, cond, history, batch)
             xa = xa.detach()
             if idx is None:
-                x = xa
+                x, owned = xa, True
             else:
-                x = x.clone() if x.requires_grad else x
+                if not owned or x.requires_grad:  # never write into the caller's tensor
+                    x, owned = x.clone(), True
                 x[index(idx, x.device)] = xa
             if callback is not None:
                 callback(StepInfo(i=i, t=float(step.t), x=xa, x0_hat=x0_hat.detach(), active=_mask(idx, batch)))
