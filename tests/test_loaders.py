@@ -1,7 +1,7 @@
 """Checkpoint loaders: every official layout round-trips exactly; bad files give clear errors.
 
 Synthetic checkpoints are saved from our own small-config nets (every parameter randomised, so
-zero-initialised layers are not vacuous) in each layout of docs/CHECKPOINTS.md, then loaded
+zero-initialised layers are not vacuous) in each layout of docs/reference/CHECKPOINTS.md, then loaded
 back with :func:`ccdf.checkpoints.load_net` and compared tensor by tensor.
 """
 

@@ -1,7 +1,7 @@
 """Tests for ``ccdf.nets.guided_unet``: checkpoint key layout and numerical equivalence.
 
 Key layout: the published architectures are built on the ``meta`` device (no memory) and their
-``state_dict`` is compared with docs/CHECKPOINTS.md (tensor count, numel, fingerprint) and with the
+``state_dict`` is compared with docs/reference/CHECKPOINTS.md (tensor count, numel, fingerprint) and with the
 reference key/shape lists of docs/checkpoint-keys/, copied into tests/fixtures/checkpoint-keys/.
 
 Numerics: ``tests/fixtures/guided_unet/*.safetensors`` hold random weights in the official layout
@@ -70,7 +70,7 @@ def _one_intra_op_thread() -> Any:
 # Key layout of the published checkpoints
 # ------------------------------------------------------------------------------------------
 
-# (preset, tensors, numel, fingerprint, TSV) from docs/CHECKPOINTS.md, table at the top.
+# (preset, tensors, numel, fingerprint, TSV) from docs/reference/CHECKPOINTS.md, table at the top.
 PUBLISHED = [
     ("ffhq256", 362, 93_563_910, "1ffa5b3b9b24aa3e", "guided_unet_ffhq256_ilvr_dps.tsv"),
     ("afhq_dog256", 362, 93_563_910, "1ffa5b3b9b24aa3e", "guided_unet_ffhq256_ilvr_dps.tsv"),
@@ -80,7 +80,7 @@ PUBLISHED = [
 
 
 def fingerprint(sd: dict[str, torch.Tensor]) -> str:
-    """The convention of docs/CHECKPOINTS.md: sha256 of the sorted ``"key d0,d1,..."`` rows."""
+    """The convention of docs/reference/CHECKPOINTS.md: sha256 of the sorted ``"key d0,d1,..."`` rows."""
     rows = sorted(f"{k} {','.join(str(d) for d in v.shape)}" for k, v in sd.items())
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 

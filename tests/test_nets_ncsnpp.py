@@ -1,7 +1,7 @@
 """Tests for ``ccdf.nets.ncsnpp`` (NCSN++ of score_sde / score-MRI).
 
 Key layout: the official fastMRI-320 architecture is built on the ``meta`` device and compared with the
-fingerprint of ``docs/CHECKPOINTS.md`` and with its key/shape TSV (``docs/checkpoint-keys/``, copied
+fingerprint of ``docs/reference/CHECKPOINTS.md`` and with its key/shape TSV (``docs/checkpoint-keys/``, copied
 into ``tests/fixtures/checkpoint-keys/``).
 
 Numerics: ``tests/fixtures/ncsnpp/<case>.safetensors`` hold, for three small configurations, a full

@@ -1,7 +1,7 @@
 """``python -m ccdf.checkpoints PATH``: what a checkpoint file holds and how to use it (the command-line entry point).
 
 Prints the container and layout, the network family, tensor and parameter counts, the key
-fingerprint (docs/CHECKPOINTS.md convention: sha256 over the sorted ``"key shape"`` rows, first
+fingerprint (docs/reference/CHECKPOINTS.md convention: sha256 over the sorted ``"key shape"`` rows, first
 16 hex digits, over our key names; the fingerprint of the file's own names is printed too), the
 matching preset and config, and the ``python run.py`` command that loads it (the file's absolute path,
 quoted for the shell and for Hydra where needed: it runs as printed). The file is read with
@@ -71,7 +71,11 @@ def format_info(info: CheckpointInfo) -> str:
         f"parameters:  {info.num_params:,} (numel of all tensors)",
         f"fingerprint: {info.fingerprint} (ccdf key names)",
         f"file keys:   {ext.file_fingerprint}"
-        + (f" = official {info.official}" if info.official else " (not an official layout in CHECKPOINTS.md)"),
+        + (
+            f" = official {info.official}"
+            if info.official
+            else " (not an official layout in docs/reference/CHECKPOINTS.md)"
+        ),
     ]
     if info.presets:
         p = PRESETS[info.presets[0]]

@@ -41,7 +41,7 @@ class CheckpointFamily:
         derived: buffers fully determined by the config; they may be absent from a file and are
             then taken from a freshly built network.
         frozen: state-dict entries that are not trainable parameters (not in a score_sde EMA list).
-        official: fingerprints of the official files' own key names -> what they are (CHECKPOINTS.md).
+        official: fingerprints of the official files' own key names -> what they are (docs/reference/CHECKPOINTS.md).
         namings: other official key namings this family renames to ours: tag -> description (also
             save layouts, see :meth:`from_ours`).
     """

@@ -13,7 +13,7 @@ layout tag             what the file holds
                        EMA ``shadow_params`` list is restored onto the trainable parameters in
                        registration order; non-trainable tensors (NCSN++'s frozen Fourier
                        ``all_modules.0.W`` and the ``sigmas`` buffer) come from ``'model'``
-                       (CHECKPOINTS.md section 2.4; score-MRI's own loader loses ``W``)
+                       (docs/reference/CHECKPOINTS.md section 2.4; score-MRI's own loader loses ``W``)
 ``score_sde_model``    the same file with ``use_ema=False``: the raw ``'model'`` weights
 ``safetensors``        a state dict in a ``.safetensors`` file (official names)
 ``ccdf``               our format: ``.safetensors`` whose metadata names the net family and its
@@ -125,7 +125,8 @@ def rename_for_family(sd: dict[str, Tensor], family: str | None, path: Path) -> 
 
 
 def _frozen_rule(family: str | None, keys: Iterable[str]) -> list[str]:
-    """Trainable-parameter names by CHECKPOINTS.md's rule: state-dict order minus non-trainable entries."""
+    """Trainable-parameter names by docs/reference/CHECKPOINTS.md's rule: state-dict order minus non-trainable
+    entries."""
     frozen = set(FAMILIES[family].frozen) if family in FAMILIES else set()
     return [k for k in keys if k not in frozen]
 
@@ -145,7 +146,7 @@ def extract_state_dict(
         use_ema: take EMA weights when the file has them (BasicSR ``params_ema``, score_sde ``ema``).
         trainable: names of the target net's trainable parameters in registration order (for the
             score_sde EMA list); when None, the state-dict order minus the family's non-trainable
-            entries (CHECKPOINTS.md section 2.4).
+            entries (docs/reference/CHECKPOINTS.md section 2.4).
 
     Raises:
         CheckpointReadError: the object is not one of the known layouts.

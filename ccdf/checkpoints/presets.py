@@ -2,7 +2,7 @@
 
 Each family module (:mod:`ccdf.checkpoints.families`) registers its presets here with :func:`register_presets`;
 ``conf/model/*.yaml`` and ``conf/initializer/*.yaml`` only name a preset (``preset: ffhq256``). Fingerprint
-convention (docs/CHECKPOINTS.md): ``sha256("\\n".join(sorted(f"{key} {d0,d1,...}")))[:16]``.
+convention (docs/reference/CHECKPOINTS.md): ``sha256("\\n".join(sorted(f"{key} {d0,d1,...}")))[:16]``.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ class Preset:
         family: a registered family name.
         config: constructor arguments of the network.
         fingerprint: fingerprint of its state dict in our key names (checked against a meta-device
-            build by the tests; equal to the CHECKPOINTS.md table for the BasicSR-named ones).
+            build by the tests; equal to the docs/reference/CHECKPOINTS.md table for the BasicSR-named ones).
         files: official file names with these weights (empty when none are published).
-        published: where the files are published (docs/CHECKPOINTS.md; links not live-checked).
+        published: where the files are published (docs/reference/CHECKPOINTS.md; links not live-checked).
         run: ``run.py`` overrides that use the file, as data (``{"task": "sr4", ..., "model.ckpt": CKPT}``).
     """
 
@@ -80,7 +80,7 @@ def command_hint(run: Mapping[str, str], ckpt: str) -> str:
 
 
 def fingerprint(state_dict: Mapping[str, Tensor]) -> str:
-    """CHECKPOINTS.md fingerprint: sha256 of the sorted ``"key d0,d1,..."`` rows, first 16 hex digits."""
+    """docs/reference/CHECKPOINTS.md fingerprint: sha256 of the sorted ``"key d0,d1,..."`` rows, first 16 hex digits."""
     rows = sorted(f"{k} {','.join(str(d) for d in v.shape)}" for k, v in state_dict.items())
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 

@@ -4,7 +4,7 @@
 ``torch.load(path, map_location="cpu", weights_only=True)`` (``mmap=True`` for zip-format files,
 so the 2 GB ADM / fastMRI files are paged in lazily). ``weights_only`` refuses pickles that hold
 code or arbitrary objects; the only extension is numpy scalars/dtypes (a numpy ``step`` in a
-training dict), allow-listed as ``docs/CHECKPOINTS.md`` section 6 advises.
+training dict), allow-listed as ``docs/reference/CHECKPOINTS.md`` section 6 advises.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Both load a checkpoint (any layout of :mod:`ccdf.checkpoints`) and follow the
   becomes RGB in ``[0, 1]`` (the official nets' range), the net super-resolves it, the output is
   clamped to ``[0, 1]`` (ESRGAN's ``test.py``) and mapped back to ``[-1, 1]``. x4 loads the
   official ESRGAN / BasicSR weights; x8 / x16 are RRDBNets with 3 / 4 upsampling stages, for
-  which no official weights exist (train them; CHECKPOINTS.md section 3).
+  which no official weights exist (train them; docs/reference/CHECKPOINTS.md section 3).
 * :class:`UNetInitializer`: fastMRI U-Net on the zero-filled image. The magnitude of
   ``A^+ y`` is normalised as fastMRI's ``UnetDataTransform`` does (``normalize_instance``:
   ``(x - mean) / (std + 1e-11)`` per image, clamped to ``[-6, 6]``), passed through the net and

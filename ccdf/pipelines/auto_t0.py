@@ -86,7 +86,7 @@ def settings_from(cfg: DictConfig) -> AutoT0Settings:
 def choose_t0(auto: AutoT0Settings, comps: Any, sampler: Spec, *, seed: int, sigma_y: float, batch_size: int,
               device: torch.device) -> tuple[Spec, dict[str, Any]]:  # fmt: skip
     """Estimate the initializer's error and the posterior variance on the calibration split unless given,
-    choose the MSE-optimal t0 (THEORY.md §3) and set ``comps.sampler`` to use it. Returns the sampler's
+    choose the MSE-optimal t0 (docs/reference/THEORY.md §3) and set ``comps.sampler`` to use it. Returns the sampler's
     spec with that t0 and the estimates (for metrics.json)."""
     from ccdf.theory.auto import auto_t0
 

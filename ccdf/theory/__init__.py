@@ -1,4 +1,4 @@
-"""Exact linear-Gaussian theory of CCDF (docs: THEORY.md): test problems, the paper's constants,
+"""Exact linear-Gaussian theory of CCDF (docs: docs/reference/THEORY.md): test problems, the paper's constants,
 the exact propagation of the project's samplers, closed forms, thresholds and Fréchet distances."""
 
 from ccdf.theory.closed_form import (

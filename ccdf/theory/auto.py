@@ -1,6 +1,6 @@
 r"""Automatic CCDF start time (``sampler.t0=auto``): t0 from the initializer's error and the posterior spread.
 
-THEORY.md §3 and §9: with the exact posterior score, along a direction k with posterior variance s_k and
+docs/reference/THEORY.md §3 and §9: with the exact posterior score, along a direction k with posterior variance s_k and
 initial squared error e_k^2, CCDF's error after a forward jump of VE-equivalent noise ``sigma^2`` is
 ``u^2 e^2 + 2 s (1 - u)`` (DDPM; ``u = s/(s + sigma^2)``; DDIM: ``u e^2 + 2 s (1 - sqrt u)``), so the
 best common t0 balances forgetting the initial error against re-sampling the posterior spread
@@ -277,7 +277,8 @@ def choose_t0(
     unknown_diag: Any = None,
     sampler: str = "ddpm",
 ) -> AutoT0:
-    r"""The MSE-optimal t0 from per-direction (or scalar) estimates (THEORY.md §3, directions independent).
+    r"""The MSE-optimal t0 from per-direction (or scalar) estimates (docs/reference/THEORY.md §3, directions
+    independent).
 
     Direction k enters :func:`ccdf.theory.optimal_t0` as ``(s_k/d_k, e_k^2/d_k)``: it sees the forward
     noise only through its unknown share d_k. Directions with ``d_k <= 0.01`` are measured and left out.

@@ -1,4 +1,4 @@
-r"""Closed forms of THEORY.md §3 (exact posterior score) and the derived thresholds and rules.
+r"""Closed forms of docs/reference/THEORY.md §3 (exact posterior score) and the derived thresholds and rules.
 
 Per posterior eigen-direction k: variance ``s_k`` (eigenvalue of Sigma_post), initial squared error
 ``e_k^2``; the forward jump to t0 has VE-equivalent noise level ``sigma^2 = sigma(t0)^2 / alpha(t0)^2``
@@ -70,7 +70,7 @@ def wiener_gain(post_var: np.ndarray, sigma2) -> np.ndarray:
 
 
 def ideal_error(post_var: np.ndarray, err2: np.ndarray, sigma2, sampler: str = "ddpm") -> np.ndarray:
-    r"""E(sigma^2) with the exact posterior score (THEORY.md §3 and Proposition 1).
+    r"""E(sigma^2) with the exact posterior score (docs/reference/THEORY.md §3 and Proposition 1).
 
     Args:
         post_var: ``[K]`` posterior variances s_k.
@@ -122,7 +122,7 @@ def direction_optimum(post_var, err2, sampler: str = "ddpm") -> tuple[np.ndarray
 
 
 def optimal_sigma2(post_var, err2, *, grid_size: int = 400) -> float:
-    r"""Optimal common DDPM noise level (THEORY.md §3 item 2), 0 when diffusion does not help.
+    r"""Optimal common DDPM noise level (docs/reference/THEORY.md §3 item 2), 0 when diffusion does not help.
 
     The stationary points satisfy the weighted fixed point ``sigma*^2 = sum_k w_k (e_k^2 - s_k) / sum_k w_k`` with
     ``w_k = s_k^2/(s_k + sigma*^2)^3``, i.e. ``g(sigma^2) = sum_k w_k (s_k + sigma^2 - e_k^2) = 0``
@@ -209,7 +209,7 @@ def full_run_sufficient_sigma2(post_var, err2) -> float:
 
 
 def correlated_init_error(post_var, err2_indep, kappa: float, sigma2, sampler: str = "ddpm") -> np.ndarray:
-    r"""E for ``x_init = mu + kappa (x_true - mu) + e'`` (e' independent), THEORY.md §3 item 7.
+    r"""E for ``x_init = mu + kappa (x_true - mu) + e'`` (e' independent), docs/reference/THEORY.md §3 item 7.
 
     ``E = sum_k s_k [2 - 2 kappa g_k + (kappa^2 - 1) g_k^2] + sum_k g_k^2 e'_k^2`` with g = u (DDPM) or
     sqrt(u) (DDIM); here mu is the posterior mean and s_k the posterior variances.

@@ -1,7 +1,7 @@
 r"""Measured contraction: the Lipschitz factor of one reverse step followed by the data step, for any denoiser.
 
 The CCDF paper bounds the step's factor by :math:`\lambda_i = \sqrt{\alpha_i}(1-\bar\alpha_{i-1})/(1-\bar\alpha_i)`,
-which is exact only for a point-mass prior; THEORY.md §4 shows that the true Jacobian is
+which is exact only for a point-mass prior; docs/reference/THEORY.md §4 shows that the true Jacobian is
 :math:`J_i = \lambda_i I + c_i \mathrm{Cov}[x_0 \mid x_i]` and can expand. This module measures the factor of
 any denoiser (Gaussian priors, the learned demo prior, a loaded checkpoint) along a CCDF trajectory: the
 largest singular value of the Jacobian of the map ``x_t -> dc(step(x_t, D(x_t)))`` at each visited state,
@@ -12,7 +12,7 @@ The step's noise and the data step's noise are drawn from generators re-seeded o
 are constants of the map and do not enter J. Two factors are measured:
 
 * ``full``: :math:`\|J\|_2` over every input direction;
-* ``unknown``: :math:`\|(I - A^+A) J (I - A^+A)\|_2`, the factor on the unknown part only (THEORY.md §4's
+* ``unknown``: :math:`\|(I - A^+A) J (I - A^+A)\|_2`, the factor on the unknown part only (docs/reference/THEORY.md §4's
   ``||A M_i A||``): after a data step two trajectories differ only there up to the data step's noise.
 
 For the dense Gaussian oracle J is known exactly (:func:`exact_gaussian_factor`); the tests compare.

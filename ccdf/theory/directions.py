@@ -1,6 +1,6 @@
 r"""Directions for the automatic t0 (:mod:`ccdf.theory.auto`): a basis T (pixels or the 2-D DFT), the
 unknown share ``d_k`` of each direction and the per-direction energies of the initial error and of the
-posterior spread (THEORY.md §3: the closed form holds per posterior eigen-direction)."""
+posterior spread (docs/reference/THEORY.md §3: the closed form holds per posterior eigen-direction)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-r"""The CCDF paper's contraction constants and bounds (Chung, Sim & Ye 2022, Thm. 1-2), THEORY.md §4-5.
+r"""The CCDF paper's contraction constants and bounds (Chung, Sim & Ye 2022, Thm. 1-2), docs/reference/THEORY.md §4-5.
 
 Index i = 1..N of the discrete VP chain sits at the sampler's grid time ``t_i = i/N``
 (``alpha_bar_i = alpha(t_i)^2``, ``alpha_i = alpha_bar_i / alpha_bar_{i-1}``, ``beta_i = 1 - alpha_i``), so

@@ -1,6 +1,6 @@
-r"""Linear-Gaussian test problems of THEORY.md §1: a Gaussian prior and an orthogonal projection.
+r"""Linear-Gaussian test problems of docs/reference/THEORY.md §1: a Gaussian prior and an orthogonal projection.
 
-Notation (THEORY.md): prior ``x ~ N(0, Sigma)`` on R^n, measurement ``y = P x + sigma_y P n`` with P
+Notation (docs/reference/THEORY.md): prior ``x ~ N(0, Sigma)`` on R^n, measurement ``y = P x + sigma_y P n`` with P
 the orthogonal projection onto the measured subspace, ``A = I - P`` the projection onto the unknown
 subspace, ``n_u = rank A``. Everything is float64 numpy.
 """

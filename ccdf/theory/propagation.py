@@ -1,4 +1,4 @@
-r"""Exact propagation of CCDF for a Gaussian prior (THEORY.md §2), mirroring the project's sampler.
+r"""Exact propagation of CCDF for a Gaussian prior (docs/reference/THEORY.md §2), mirroring the project's sampler.
 
 Every step of :func:`ccdf.sampling.sample_ccdf` with the exact Gaussian denoiser is affine plus
 Gaussian noise. Writing the output as ``x_0 = T x_{N'} + K y + xi`` (``Cov xi = Q``) and absorbing the
@@ -142,7 +142,7 @@ def reverse_substeps(
             ``eps = 2 (a_t/a_s)^2 (snr s_t)^2``).
         n_corrector: Langevin steps per level.
         snr: Langevin signal-to-noise ratio.
-        final_noise: also add the ancestral noise on the last step (s = 0), as THEORY.md's recursion
+        final_noise: also add the ancestral noise on the last step (s = 0), as docs/reference/THEORY.md's recursion
             does for ``variance="beta"`` (sigma_1^2 = beta_1); the project's code adds none.
 
     Returns:
@@ -205,7 +205,7 @@ def propagate(
     dense: bool = False,
     **sampler: Any,
 ) -> Propagation:
-    r"""Exact V(N'), h(N'), D0(N') for N' = 0..N in one backward pass (THEORY.md §2).
+    r"""Exact V(N'), h(N'), D0(N') for N' = 0..N in one backward pass (docs/reference/THEORY.md §2).
 
     Args:
         problem: prior, projection and ``sigma_y`` (:func:`ccdf.theory.problems.make_problem`).
@@ -215,7 +215,8 @@ def propagate(
         sampler: the sampler's settings, the keywords of :func:`reverse_substeps` (``step``, ``variance``,
             ``eta``, ``corrector``, ``n_corrector``, ``snr``, ``final_noise``: as
             :func:`ccdf.sampling.sample_ccdf`; ``variance="exact"`` is the true Gaussian kernel;
-            ``final_noise`` adds ancestral noise on the last step too, THEORY.md's reading, not the code's).
+            ``final_noise`` adds ancestral noise on the last step too, docs/reference/THEORY.md's reading, not
+            the code's).
         error_shapes: factors B ``[n, r]`` (or ``[n]``) of the initial-error covariances, pixel basis
             (:func:`ccdf.theory.problems.error_shape`); h is reported for each.
         store: N' values (or ``"all"``) at which to keep R, K_r and the full Q block (for Fréchet

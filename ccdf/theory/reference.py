@@ -1,4 +1,5 @@
-"""THEORY.md's reference values, one file for the report and the tests: ``ccdf/assets/theory/reference.json``.
+"""docs/reference/THEORY.md's reference values, one file for the report and the tests:
+``ccdf/assets/theory/reference.json``.
 
 Each value carries the one tolerance it is checked with (half a unit of THEORY's last printed digit;
 ``t0* = 0``: half a grid step; integers exactly). :func:`ccdf.theory.report.write_report` checks every

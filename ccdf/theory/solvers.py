@@ -199,7 +199,7 @@ def propagate_solver(
     error_shapes: Sequence[np.ndarray] = (),
     store: Sequence[int] = (),
 ) -> Propagation:
-    r"""Exact V(N'), h(N'), D0(N') of a linear solver for N' = 0..N (THEORY.md §2 for any affine solver).
+    r"""Exact V(N'), h(N'), D0(N') of a linear solver for N' = 0..N (docs/reference/THEORY.md §2 for any affine solver).
 
     Args:
         problem: prior, projection and ``sigma_y``.

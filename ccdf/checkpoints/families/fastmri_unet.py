@@ -1,4 +1,4 @@
-"""facebookresearch/fastMRI U-Net checkpoints (docs/CHECKPOINTS.md section 4)."""
+"""facebookresearch/fastMRI U-Net checkpoints (docs/reference/CHECKPOINTS.md section 4)."""
 
 from __future__ import annotations
 

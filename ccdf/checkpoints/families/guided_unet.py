@@ -1,4 +1,4 @@
-"""guided-diffusion / IDDPM ADM U-Net checkpoints (docs/CHECKPOINTS.md sections 1 and 5); ccdf's demo prior."""
+"""guided-diffusion / IDDPM ADM U-Net checkpoints (docs/reference/CHECKPOINTS.md sections 1, 5); ccdf's demo prior."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ _FFHQ_FLAGS: dict[str, Any] = dict(
     use_new_attention_order=False,
 )
 
-#: Published architectures as guided-diffusion flags (docs/CHECKPOINTS.md section 1.1).
+#: Published architectures as guided-diffusion flags (docs/reference/CHECKPOINTS.md section 1.1).
 GUIDED_FLAGS: dict[str, dict[str, Any]] = {
     # ILVR / DPS / MCG / P2 "ffhq_10m.pt" and "afhq_dog_4m.pt" (93.6M parameters).
     "ffhq256": _FFHQ_FLAGS,

@@ -1,4 +1,4 @@
-"""score_sde / score-MRI NCSN++ checkpoints (docs/CHECKPOINTS.md section 2)."""
+"""score_sde / score-MRI NCSN++ checkpoints (docs/reference/CHECKPOINTS.md section 2)."""
 
 from __future__ import annotations
 

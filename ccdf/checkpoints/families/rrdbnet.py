@@ -1,4 +1,4 @@
-"""ESRGAN / BasicSR RRDBNet checkpoints in three namings (docs/CHECKPOINTS.md section 3)."""
+"""ESRGAN / BasicSR RRDBNet checkpoints in three namings (docs/reference/CHECKPOINTS.md section 3)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,10 @@ def _preset(scale: int, fp: str, files: tuple[str, ...], published: str) -> Pres
     return Preset(f"esrgan_x{scale}", "rrdbnet", config, fp, files, published, run)
 
 
-_UNPUBLISHED = "not published: ESRGAN/BasicSR release x4 weights only; train x{s} yourself (CHECKPOINTS.md section 3)"
+_UNPUBLISHED = (
+    "not published: ESRGAN/BasicSR release x4 weights only; train x{s} yourself "
+    "(docs/reference/CHECKPOINTS.md section 3)"
+)
 
 register_presets(
     _preset(

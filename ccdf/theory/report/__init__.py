@@ -1,6 +1,6 @@
 r"""The theory report (issue #6): figures, a JSON of the numbers and a Markdown summary.
 
-:func:`write_report` evaluates THEORY.md's two linear-Gaussian test problems with the exact
+:func:`write_report` evaluates docs/reference/THEORY.md's two linear-Gaussian test problems with the exact
 propagation of the project's samplers (:func:`ccdf.theory.propagate`), the closed forms, the
 paper's constants and the exact Fréchet distances, and writes, atomically, into one folder:
 
@@ -10,13 +10,13 @@ paper's constants and the exact Fréchet distances, and writes, atomically, into
 * ``contraction_factors.png``: the paper's lambda_i, the true factor m_i(s_max) and ``||A M_i A||``;
 * ``mse_vs_frechet.png``: MSE against the Fréchet distance to the data law / posterior as t0 varies;
 * ``theory.json``: every number (the §6 tables, thresholds, full-run errors, curves, and the
-  reproduction of THEORY.md's reference values with a pass flag);
+  reproduction of docs/reference/THEORY.md's reference values with a pass flag);
 * ``report.md``: the tables, the figure links and the ours-vs-THEORY table.
 
 Sampler variants (``samplers``): ``ddpm`` is the project's DDPM (sigma_i^2 = beta_i, no noise on the
-last step), ``ddpm_theory`` THEORY.md's recursion (the same, plus beta_1 noise on the last step),
+last step), ``ddpm_theory`` docs/reference/THEORY.md's recursion (the same, plus beta_1 noise on the last step),
 ``beta_tilde``, ``exact`` (the true Gaussian reverse kernel) and ``ddim`` (eta = 0). Errors are in
-the units of THEORY.md (sum over the 256 pixels, prior variance 0.25 per pixel); eps0 is given per
+the units of docs/reference/THEORY.md (sum over the 256 pixels, prior variance 0.25 per pixel); eps0 is given per
 unknown pixel (``eps0 / n_u``). THEORY's reference values and their tolerances are data:
 ``ccdf/assets/theory/reference.json`` (:mod:`ccdf.theory.reference`), shared with the tests.
 
@@ -77,7 +77,7 @@ def write_report(
 
     Args:
         out_dir: the folder to write into (created).
-        problems: THEORY.md's test problems, ``"box"`` (inpainting, non-commuting) and/or ``"eigen"``
+        problems: docs/reference/THEORY.md's test problems, ``"box"`` (inpainting, non-commuting) and/or ``"eigen"``
             (eigen-subsampling, commuting).
         eps0_per_unknown: initial MSE per unknown pixel for the tables and Fig. 1 (``eps0 = r n_u``).
         shapes: initial-error shapes for the tables (``iso``, ``top``, ``bottom``).

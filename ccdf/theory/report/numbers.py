@@ -1,6 +1,6 @@
 """The numbers of the theory report (``theory.json``): per test problem and problem-independent.
 
-Errors are in THEORY.md's units (sum over the 256 pixels); eps0 is given per unknown pixel (``r``,
+Errors are in docs/reference/THEORY.md's units (sum over the 256 pixels); eps0 is given per unknown pixel (``r``,
 ``eps0 = r n_u``). Sampler variants: keys of :data:`VARIANTS` (settings of :func:`ccdf.theory.propagate`).
 """
 
