@@ -64,7 +64,7 @@ def build_denoiser(net: str, size: int, device: torch.device, tiny: bool = False
     if net == "demo_prior":
         return load_demo_prior(schedule, device=str(device)), schedule
     if net == "ffhq256":
-        from ccdf.denoisers.loaders import build_net
+        from ccdf.checkpoints import build_net
         from ccdf.nets.guided_unet import guided_unet_config
 
         config = guided_unet_config("ffhq256")
