@@ -6,26 +6,17 @@ import itertools
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ccdf.operators import Operator
-from tests.conftest import ROOT
+from tests.helpers import CONF, applies, compose_cfg
 
-CONF = ROOT / "conf"
 # reconstruction tasks; task=theory (the theory report, mode=theory) is tested in tests/test_theory_report.py
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml") if p.stem != "theory")
 SAMPLERS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
 INITS = ["pinv", "zero", "bicubic", "masked_fill", "wiener", "gray"]
-
-
-def compose_cfg(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 def test_all_tasks_present():
@@ -40,19 +31,6 @@ def test_all_tasks_present():
         "sr4",
         "sr8",
     ]
-
-
-def applies(task: str, sampler: str, init: str) -> bool:
-    """The initializers and samplers that apply to a task (the others refuse it by design)."""
-    if sampler in ("ssos", "hybrid") and task != "mri_multicoil":
-        return False  # score-MRI's coil-by-coil samplers are for multi-coil data
-    if init == "bicubic":
-        return task.startswith("sr")  # bicubic up-sampling is for super-resolution
-    if init == "masked_fill":
-        return not task.startswith("mri")  # masked fill is for real images
-    if init == "gray":
-        return task == "colorize"  # the gray image is for colorization
-    return True
 
 
 @pytest.mark.parametrize("task,sampler,init", [c for c in itertools.product(TASKS, SAMPLERS, INITS) if applies(*c)])

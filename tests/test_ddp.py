@@ -17,7 +17,7 @@ from ccdf.data.datasets import GaussianFieldDataset
 from ccdf.lightning.data import StepDataModule
 from ccdf.lightning.diffusion_module import DiffusionModule
 from ccdf.schedules import DiscreteVP
-from tests.test_training import H, field_prior, tiny_unet
+from tests.helpers import H, field_prior, tiny_unet
 
 
 class FirstStepRecorder(L.Callback):

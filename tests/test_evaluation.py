@@ -28,8 +28,7 @@ from ccdf.lightning.reconstruction import ReconstructionModule, run_predict
 from ccdf.operators import Inpainting
 from ccdf.sampling import sample_ccdf
 from ccdf.schedules import DiscreteVP
-from tests.conftest import ROOT
-from tests.test_app import run_app
+from tests.helpers import APP, ROOT, FakeInception, reconstruct, run_app, torchmetrics_lpips_and_files
 
 SIZE, NUM_STEPS = 32, 50
 
@@ -118,9 +117,6 @@ def test_store_refuses_a_folder_of_another_setting(tmp_path):
     (store.folder / "setting.json").write_text(json.dumps({"a": 2}))
     with pytest.raises(ValueError, match="holds results of another setting"):
         ResultStore(tmp_path, "inpaint", {"a": 1})
-
-
-APP = ["task=inpaint", "dataset.size=64", "eval.fid=false", "eval.lpips=false"]
 
 
 def test_killed_app_run_resumes_with_the_uninterrupted_metrics(tmp_path):
@@ -219,8 +215,6 @@ def test_app_scores_fid_kid_lpips_from_local_files_and_names_missing_ones(tmp_pa
     import warnings
 
     from ccdf.metrics import WEIGHT_FILES, compute_fid_kid, load_inception
-    from tests.test_metrics_fid import FakeInception
-    from tests.test_metrics_lpips import torchmetrics_lpips_and_files
 
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -256,8 +250,6 @@ def test_demo_unet_results_are_bit_identical_for_any_batch_size(tmp_path):
 
     import numpy as np
     from PIL import Image
-
-    from tests.test_preflight import reconstruct
 
     base = ("task=sr4", "model=demo_prior", "dataset.size=16", "dataset.max_images=3", "sampler.num_steps=50",
             "sampler.t0=0.2", "eval.fid=false", "eval.lpips=false")  # fmt: skip

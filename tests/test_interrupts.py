@@ -16,10 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT
-from tests.test_app import run_app
-from tests.test_evaluation import APP
-from tests.test_train_app import TRAIN
+from tests.helpers import APP, ROOT, TRAIN, run_app
 
 FAST = [*TRAIN, "training.ckpt_every=2", "training.sample_every=0"]
 

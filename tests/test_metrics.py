@@ -9,7 +9,7 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from ccdf.metrics import mse, nmse, psnr, ssim
-from tests.conftest import gen
+from tests.helpers import gen
 
 
 def _pair():

@@ -3,40 +3,17 @@ weights, metric properties, and clear errors for missing or malformed files (net
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
 
 from ccdf.metrics import LPIPS, WEIGHT_FILES, CorruptWeightsError, MissingWeightsError, load_lpips
-from tests.conftest import gen
+from tests.helpers import gen, torchmetrics_heads, torchmetrics_lpips_and_files
 
-# torchmetrics ships the lpips v0.1 heads (alex.pth, vgg.pth): real weights, already on disk
-TM_HEADS = Path(next(iter(importlib.util.find_spec("torchmetrics").submodule_search_locations)))
-TM_HEADS = TM_HEADS / "functional" / "image" / "lpips_models"
+TM_HEADS = torchmetrics_heads()
 
 
 class NotAllowed:
     """An arbitrary pickled object: ``torch.load(weights_only=True)`` refuses to rebuild it."""
-
-
-def torchmetrics_lpips_and_files(net: str, folder: Path):
-    """torchmetrics' ``_LPIPS`` with a random backbone (``pnet_rand``: torchvision ``weights=None``) and
-    its bundled heads; its backbone saved as a torchvision-format checkpoint and its heads as an lpips file."""
-    from torchmetrics.functional.image.lpips import _LPIPS
-
-    with torch.random.fork_rng():  # torchvision's random init draws from the global generator
-        torch.manual_seed(0)
-        theirs = _LPIPS(pretrained=True, net=net, pnet_rand=True)
-    backbone = {
-        "features." + k.split(".", 1)[1]: v for k, v in theirs.net.state_dict().items()
-    }  # sliceN.i.w -> features.i.w
-    backbone["classifier.1.weight"] = torch.zeros(4, 4)  # a torchvision checkpoint also holds the (unused) classifier
-    torch.save(backbone, folder / WEIGHT_FILES["alexnet" if net == "alex" else "vgg16"].filename)
-    shutil.copy(TM_HEADS / f"{net}.pth", folder / WEIGHT_FILES[f"lpips_{net}"].filename)  # the file _LPIPS loaded
-    return theirs
 
 
 @pytest.mark.parametrize(("net", "size"), [("alex", 64), ("vgg", 32)])

@@ -17,7 +17,7 @@ import torch
 
 from ccdf.data.datasets import FastMRIMultiCoil, bundled_multicoil, samples_root
 from ccdf.operators import CoilKSpace, MultiCoilMRI, cartesian_mask, fft2c, ifft2c, poisson_mask, rss, sense_combine
-from tests.conftest import gen
+from tests.helpers import app_cfg, gen, periodic_cov
 
 
 def random_maps(shape, seed: int, offset: float = 1.5) -> torch.Tensor:
@@ -340,7 +340,6 @@ def test_task_mri_multicoil_runs_and_scores_against_the_rss(tmp_path):
     recomputed here from the data set and the operator."""
     import ccdf.app as app
     from ccdf.metrics import psnr
-    from tests.test_app_checks import app_cfg
 
     cfg = app_cfg(tmp_path, "task=mri_multicoil", "debug=smoke", "dataset.maps=file", "sampler.num_steps=20",
                   "eval.fid=false", "eval.lpips=false")  # fmt: skip
@@ -368,7 +367,6 @@ def test_multicoil_data_errors_stop_the_run_before_sampling(tmp_path, monkeypatc
 
     import ccdf.app as app
     import ccdf.sampling
-    from tests.test_app_checks import app_cfg
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("the sampler ran")
@@ -399,7 +397,6 @@ def small_problem(seed: int = 0):
     """8 x 8 images, 3 coils, x2 column mask, a dense Gaussian prior on [1, 8, 8] (exact denoiser), VP schedule."""
     from ccdf.denoisers import DenseGaussianPrior, GaussianDenoiser
     from ccdf.schedules import DiscreteVP
-    from tests.conftest import periodic_cov
 
     n = 8
     cov = torch.kron(periodic_cov(n), periodic_cov(n))
@@ -534,7 +531,6 @@ def test_ssos_refuses_a_single_coil_operator():
 def test_ssos_sampler_runs_in_the_app_and_counts_every_coil(tmp_path):
     """sampler=ssos through the app (in process, small): NFE = coils x evaluations per step x N' = 8 x 2 x 4."""
     import ccdf.app as app
-    from tests.test_app_checks import app_cfg
 
     cfg = app_cfg(tmp_path, "task=mri_multicoil", "sampler=ssos", "debug=smoke", "dataset.maps=file",
                   "dataset.max_images=1", "sampler.num_steps=20", "eval.fid=false", "eval.lpips=false")  # fmt: skip

@@ -22,7 +22,7 @@ from ccdf.operators import Inpainting, SingleCoilMRI, fft2c
 from ccdf.sampling import ancestral_step, ddim_step, expected_nfe, sample_ccdf
 from ccdf.schedules import VE, DiscreteVP
 from ccdf.utils.rng import per_sample_generators
-from tests.conftest import gen, periodic_cov
+from tests.helpers import gen, periodic_cov
 
 Z = 4.5
 N_PIX = 16

@@ -27,7 +27,7 @@ from ccdf.theory.auto import (
     posterior_variance_sum,
     unknown_diagonal,
 )
-from tests.test_app import run_app
+from tests.helpers import compose_cfg, run_app
 
 N = 1000
 SHAPES = ("iso", "top", "bottom")
@@ -226,7 +226,6 @@ def test_app_auto_t0_records_the_estimates(tmp_path):
 
 
 def _compose(overrides):
-    from tests.test_configs import compose_cfg
 
     return compose_cfg(overrides)
 

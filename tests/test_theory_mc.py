@@ -18,7 +18,7 @@ from ccdf.operators import Inpainting, measure
 from ccdf.sampling import sample_ccdf
 from ccdf.schedules import VE, DiscreteVP
 from ccdf.theory import error_shape, make_problem, propagate
-from tests.conftest import gen, periodic_cov
+from tests.helpers import gen, periodic_cov
 
 Z = 4.5
 N_PIX = 16

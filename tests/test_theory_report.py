@@ -11,7 +11,7 @@ import pytest
 
 from ccdf.theory import frechet_distance
 from ccdf.theory.report import FIGURES, _frechet_centred, _psd_sqrt, write_report
-from tests.test_app import run_app
+from tests.helpers import ROOT, compose_cfg, run_app
 
 
 def test_theory_command_writes_figures_json_and_report(tmp_path):
@@ -74,7 +74,6 @@ def test_write_report_small_settings_and_figure_copies(tmp_path):
 
 
 def test_theory_task_composes():
-    from tests.test_configs import compose_cfg
 
     cfg = compose_cfg(["task=theory"])
     assert cfg.mode == "theory" and "/theory/" in cfg.hydra.run.dir
@@ -96,8 +95,6 @@ def test_frechet_with_a_reused_square_root():
 def test_report_and_auto_import_without_frameworks():
     import subprocess
     import sys
-
-    from tests.conftest import ROOT
 
     code = (
         "import sys\n"
