@@ -10,6 +10,8 @@ from PIL import Image
 
 from tests.helpers import metrics, run_app
 
+pytestmark = pytest.mark.e2e  # every test here runs `python run.py` (make test-e2e)
+
 KEYS = {
     "task",
     "t0",

@@ -33,7 +33,36 @@ def test_all_tasks_present():
     ]
 
 
-@pytest.mark.parametrize("task,sampler,init", [c for c in itertools.product(TASKS, SAMPLERS, INITS) if applies(*c)])
+MATRIX = [c for c in itertools.product(TASKS, SAMPLERS, INITS) if applies(*c)]
+
+
+def covering(combos: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """A few combinations in which every task, sampler and initializer of ``combos`` appears at least once
+    (greedy: the combination with the most values not yet seen, the first one on ties)."""
+    seen: set[tuple[int, str]] = set()
+    everything = {(i, v) for c in combos for i, v in enumerate(c)}
+    chosen = []
+    while seen != everything:
+        best = max(combos, key=lambda c: len({(i, v) for i, v in enumerate(c)} - seen))
+        chosen.append(best)
+        seen |= {(i, v) for i, v in enumerate(best)}
+    return chosen
+
+
+REPRESENTATIVE = covering(MATRIX)
+
+
+def test_representative_subset_covers_every_task_sampler_and_initializer():
+    assert {c[0] for c in REPRESENTATIVE} == set(TASKS) and {c[1] for c in REPRESENTATIVE} == set(SAMPLERS)
+    assert {c[2] for c in REPRESENTATIVE} == set(INITS) and len(REPRESENTATIVE) <= len(SAMPLERS) + 2
+    combos = [("a", "s", "i"), ("b", "s", "i"), ("a", "t", "j")]  # greedy, first on ties: not always the fewest
+    assert covering(combos) == [("a", "s", "i"), ("a", "t", "j"), ("b", "s", "i")]
+
+
+# make test: the representative subset; make test-e2e: the rest of the matrix (together: every combination)
+@pytest.mark.parametrize(
+    "task,sampler,init", [c if c in REPRESENTATIVE else pytest.param(*c, marks=pytest.mark.e2e) for c in MATRIX]
+)
 def test_compose_and_instantiate(task, sampler, init):
     cfg = compose_cfg(
         [

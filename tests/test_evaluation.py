@@ -119,6 +119,7 @@ def test_store_refuses_a_folder_of_another_setting(tmp_path):
         ResultStore(tmp_path, "inpaint", {"a": 1})
 
 
+@pytest.mark.e2e  # python run.py
 def test_killed_app_run_resumes_with_the_uninterrupted_metrics(tmp_path):
     """SIGKILL `python run.py` after its first finished image; the re-run skips it and ends equal."""
     slow = [*APP[:1], "dataset.size=32", *APP[2:], "batch_size=1", "sampler.t0=1", "sampler.num_steps=1000"]
@@ -190,6 +191,7 @@ def wandb_history(run_dir: Path) -> list[dict]:
     return rows
 
 
+@pytest.mark.e2e  # python run.py
 def test_five_t0_sweep_writes_summary_plots_and_a_wandb_series(tmp_path, monkeypatch):
     """`eval.t0s=[...]`: one pass, five metrics.json, summary table + plots, W&B PSNR against N'."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -209,6 +211,7 @@ def test_five_t0_sweep_writes_summary_plots_and_a_wandb_series(tmp_path, monkeyp
     assert all(r["test/nfe"] == r["test/reverse_steps"] and "test/seconds" in r for r in history)
 
 
+@pytest.mark.e2e  # python run.py
 def test_app_scores_fid_kid_lpips_from_local_files_and_names_missing_ones(tmp_path):
     """With weight files in paths.metric_weights the run reports FID/KID/LPIPS (reconstruction and
     initializer); without them it names each missing file and still writes PSNR/SSIM."""

@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 
 from tests.helpers import APP, ROOT, TRAIN, run_app
 
+pytestmark = pytest.mark.e2e  # every test here runs `python run.py` (make test-e2e)
+
 FAST = [*TRAIN, "training.ckpt_every=2", "training.sample_every=0"]
 
 

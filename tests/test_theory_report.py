@@ -14,6 +14,7 @@ from ccdf.theory.report import FIGURES, _frechet_centred, _psd_sqrt, write_repor
 from tests.helpers import ROOT, compose_cfg, run_app
 
 
+@pytest.mark.e2e  # python run.py
 def test_theory_command_writes_figures_json_and_report(tmp_path):
     run_dir = tmp_path / "theory"
     tic = time.perf_counter()
@@ -43,6 +44,7 @@ def test_theory_command_writes_figures_json_and_report(tmp_path):
     print(f"python run.py task=theory: {wall:.1f} s wall, {result['seconds']:.1f} s in write_report")
 
 
+@pytest.mark.e2e  # python run.py
 def test_theory_failure_leaves_nothing(tmp_path):
     run_dir = tmp_path / "out" / "theory"
     proc = run_app("task=theory", "theory.problems=[box,nope]", f"hydra.run.dir={run_dir}", ok=False)

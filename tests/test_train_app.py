@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors.torch import load_file
 
 from tests.helpers import TRAIN, metrics, run_app
+
+pytestmark = pytest.mark.e2e  # every test here runs `python run.py` (make test-e2e)
 
 
 def test_train_resume_and_sample(tmp_path):
