@@ -59,6 +59,7 @@ def run(out: Path, devices: int, strategy: str) -> None:
     trainer.fit(module, datamodule=data)
 
 
+@pytest.mark.e2e  # spawns two processes (make test-e2e)
 def test_two_process_gloo_run_matches_one_process(tmp_path):
     run(tmp_path / "one", 1, "auto")
     run(tmp_path / "two", 2, "ddp_spawn")

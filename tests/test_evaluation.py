@@ -58,6 +58,7 @@ def results(store: ResultStore, t0: float, indices: list[int]) -> list[tuple[dic
     return [(r, store.item_path(t0, i, ".png").read_bytes()) for r, i in zip(rows, indices, strict=True)]
 
 
+@pytest.mark.e2e  # spawns two processes (make test-e2e)
 def test_two_gloo_processes_give_the_one_process_results(tmp_path):
     """3 images over 2 processes: uneven shards (DDP pads one), batch 2 vs 1; identical per image."""
     idx = [0, 1, 2]

@@ -131,6 +131,7 @@ def fit(module, steps: int, ckpt_path=None, default_root_dir=None):
     return trainer
 
 
+@pytest.mark.e2e  # 60 optimiser steps: long training (make test-e2e)
 def test_training_loss_falls():
     torch.manual_seed(0)
     module = DiffusionModule(
