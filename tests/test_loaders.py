@@ -401,6 +401,7 @@ def test_inspect_unreadable_files_exit_nonzero(tmp_path, capsys):
     assert "checkpoint file not found" in capsys.readouterr().err
 
 
+@pytest.mark.e2e  # two `python -m ccdf.inspect_checkpoint` subprocesses (make test-e2e)
 def test_inspect_as_a_module(tmp_path):
     L.save_checkpoint(tmp_path / "w.pt", small_net("fastmri_unet"), layout="module")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -188,14 +188,20 @@ def test_sense_combine_inverts_coil_images_and_handles_empty_support():
 SAMPLE = samples_root() / "fastmri_knee_multicoil"
 
 
-def test_bundled_sample_is_its_documented_simulation():
+@pytest.fixture(scope="module")
+def simulated() -> dict:
+    """``ccdf.data.simulate.simulate_sample`` of the bundled knee slices, computed once for this module (read only)."""
+    from ccdf.data.simulate import simulate_sample
+
+    return simulate_sample(samples_root())
+
+
+def test_bundled_sample_is_its_documented_simulation(simulated):
     """The bundled files hold what ccdf.data.simulate computes (k_c = fft2c(S_c x) from the bundled knee slice with
     normalised birdcage maps), stored as complex64/float32: equal to float32 rounding (atol 1e-6 on values of
     magnitude <= 1 in the images, 2e-5 in k-space, whose DC terms reach ~60; FFTs and sigpy's maps use sin/cos,
     whose last bits differ across CPUs)."""
-    from ccdf.data.simulate import simulate_sample
-
-    want = simulate_sample(samples_root())
+    want = simulated
     with h5py.File(SAMPLE / "kspace" / "sim_knee_8coil.h5", "r") as f:
         assert f["kspace"].shape == (2, 8, 160, 160) and f["kspace"].dtype == np.complex64
         np.testing.assert_allclose(f["kspace"][()], want["kspace"], rtol=0, atol=2e-5)
@@ -212,7 +218,7 @@ def test_bundled_sample_is_its_documented_simulation():
     assert total < 5e6, total
 
 
-def test_espirit_maps_reproduce_the_simulated_maps():
+def test_espirit_maps_reproduce_the_simulated_maps(simulated):
     """ESPIRiT (sigpy's EspiritCalib, 24 x 24 calibration square) on the bundled simulated k-space recovers the
     birdcage maps up to a phase per pixel (ESPIRiT's S_hat = S conj(phi), phi = the phase of <S_hat, S>, close
     to coil 0's phase, which sigpy removes): inside the ESPIRiT support (it misses 1 object pixel at a crop
@@ -220,9 +226,7 @@ def test_espirit_maps_reproduce_the_simulated_maps():
     0.9984, mean 0.99999 / 0.99998 on the two slices), and the SENSE reconstruction (A^+ of the fully sampled
     coil k-space with the estimated maps, and the data set's x0) equals the truth times phi to 1e-3 relative
     error (measured: 2.2e-5 / 2.8e-5; the object lies inside the field of view, see ccdf/data/simulate.py)."""
-    from ccdf.data.simulate import simulate_sample
-
-    truth = simulate_sample(samples_root())
+    truth = simulated
     maps_true = torch.from_numpy(truth["maps"])
     data = bundled_multicoil(maps="espirit")
     for k in range(2):
