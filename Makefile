@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := .install.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full smoke lint format clean clean-outputs
+.PHONY: help install demo test test-e2e test-full smoke lint format clean clean-outputs
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -25,8 +25,12 @@ install: $(STAMP) ## Install ccdf and its dependencies (keeps an existing torch)
 demo: $(STAMP) ## Run the embedded default: 70%-missing-pixel inpainting of 4 FFHQ faces, CPU, offline
 	$(PYTHON) run.py task=inpaint sampler.t0=0.1
 
-test: $(STAMP) ## Run the test suite (not slow, no GPU); fails if no test runs
-	$(PYTHON) -m pytest -m "not slow and not gpu" -q
+# pytest exits 5 when no test was selected: make stops on any non-zero status, so an empty selection fails.
+test: $(STAMP) ## Run the fast test suite (no end-to-end, slow or GPU tests); fails if no test runs
+	$(PYTHON) -m pytest -m "not e2e and not slow and not gpu" -q
+
+test-e2e: $(STAMP) ## Run the end-to-end tests (python run.py subprocesses, full pipelines); fails if none runs
+	$(PYTHON) -m pytest tests -m "e2e and not slow and not gpu" -q
 
 test-full: $(STAMP) ## Run every test, slow ones included
 	$(PYTHON) -m pytest -q

@@ -1,13 +1,9 @@
-"""Shared test helpers."""
+"""Shared pytest fixtures (plain helpers: tests/helpers.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -17,18 +13,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def periodic_cov(n: int, var: float = 0.25, rho: float = 0.77) -> torch.Tensor:
-    """1-D periodic AR(1)-like covariance var * rho^|i-j| (circular distance): correlated, full rank."""
-    i = torch.arange(n)
-    d = (i[:, None] - i[None]).abs()
-    d = torch.minimum(d, n - d)
-    return var * rho ** d.double()
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from ccdf.denoisers.gaussian import DenseGaussianPrior, GaussianDenoiser
 from ccdf.operators import Inpainting, SingleCoilMRI
 from ccdf.sampling import sample_ccdf
 from ccdf.schedules import VE, DiscreteVP, space_timesteps
-from tests.conftest import gen
-from tests.test_loaders import SMALL, small_net
+from tests.helpers import SMALL, gen, small_net
 
 
 class FakeEps(nn.Module):

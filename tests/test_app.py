@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.helpers import metrics, run_app
 
-
-def run_app(*overrides: str, cwd: Path = ROOT, ok: bool = True) -> subprocess.CompletedProcess:
-    """``python run.py *overrides``; the per-image result cache goes next to the run/sweep folder."""
-    if not any(o.startswith("eval.cache_dir=") for o in overrides):
-        for o in overrides:
-            if o.startswith(("hydra.run.dir=", "hydra.sweep.dir=")):
-                overrides = (*overrides, f"eval.cache_dir={Path(o.split('=', 1)[1]).parent / 'cache'}")
-                break
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if ok:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    else:
-        assert proc.returncode != 0
-    return proc
-
-
-def metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
-
+pytestmark = pytest.mark.e2e  # every test here runs `python run.py` (make test-e2e)
 
 KEYS = {
     "task",

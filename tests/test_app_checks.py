@@ -12,25 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 import ccdf.app as app
 import ccdf.pipelines.reconstruct as reconstruct_pipeline
-from tests.conftest import ROOT
-from tests.test_configs import compose_cfg
+from tests.helpers import ROOT, app_cfg, compose_cfg
 
-FIXTURE_CONF = ROOT / "tests" / "fixtures" / "conf"  # experiment/ and debug/ configs used only here
 SMOKE = ["task=inpaint", "debug=smoke", "eval.fid=false", "eval.lpips=false"]
-
-
-def app_cfg(tmp_path: Path, *overrides: str, run: str = "run"):
-    """A composed config as ``run.py`` hands it to ``ccdf.app.main``, running in ``tmp_path / run``."""
-    cfg = compose_cfg([f"hydra.run.dir={tmp_path / run}", f"eval.cache_dir={tmp_path / 'cache'}",
-                       f"hydra.searchpath=[file://{FIXTURE_CONF}]", *overrides])  # fmt: skip
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = cfg.hydra.run.dir  # what Hydra sets when it runs a job
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def sampler_of(cfg) -> tuple[str, float | None]:

@@ -18,7 +18,7 @@ from ccdf.initializers import Gray, Wiener
 from ccdf.operators import Blur, Colorization, Inpainting, MotionBlur
 from ccdf.operators.base import inner, measure
 from ccdf.operators.blur import gaussian_kernel, motion_kernel
-from tests.conftest import ROOT, gen
+from tests.helpers import ROOT, app_cfg, gen, reconstruct, strip
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -277,7 +277,6 @@ def test_the_app_refuses_bad_kernels_and_negative_noise_before_writing(tmp_path,
     """In process (ccdf.app.main): the error names the key and the file or value, is raised before any
     sampling, and the run leaves no folder and no cached result behind."""
     import ccdf.app as app
-    from tests.test_app_checks import app_cfg
 
     bad, good = tmp_path / "stack.npy", tmp_path / "k5.npy"
     np.save(bad, np.ones((1, 5, 5)))
@@ -300,7 +299,6 @@ def test_motion_deblurring_in_the_app_is_per_image_and_batch_invariant(tmp_path)
     from ccdf.evaluation import to_unit
     from ccdf.metrics import psnr
     from ccdf.utils.rng import per_sample_generators
-    from tests.test_preflight import reconstruct, strip
 
     base = ("task=deblur_motion", "dataset.size=16", "dataset.max_images=3", "sampler.num_steps=50",
             "sampler.t0=0.2", "operator.size=7", "sigma_y=0.02", "eval.fid=false", "eval.lpips=false")  # fmt: skip

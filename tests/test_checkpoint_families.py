@@ -22,7 +22,7 @@ from ccdf.checkpoints import cli
 from ccdf.checkpoints.family import CKPT, FAMILIES, OFFICIAL_FINGERPRINTS, CheckpointFamily
 from ccdf.checkpoints.presets import PRESETS, Preset
 from ccdf.denoisers.adapters import demo_prior_path
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 class Toy(nn.Module):

@@ -6,26 +6,17 @@ import itertools
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ccdf.operators import Operator
-from tests.conftest import ROOT
+from tests.helpers import CONF, applies, compose_cfg
 
-CONF = ROOT / "conf"
 # reconstruction tasks; task=theory (the theory report, mode=theory) is tested in tests/test_theory_report.py
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml") if p.stem != "theory")
 SAMPLERS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
 INITS = ["pinv", "zero", "bicubic", "masked_fill", "wiener", "gray"]
-
-
-def compose_cfg(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 def test_all_tasks_present():
@@ -42,20 +33,36 @@ def test_all_tasks_present():
     ]
 
 
-def applies(task: str, sampler: str, init: str) -> bool:
-    """The initializers and samplers that apply to a task (the others refuse it by design)."""
-    if sampler in ("ssos", "hybrid") and task != "mri_multicoil":
-        return False  # score-MRI's coil-by-coil samplers are for multi-coil data
-    if init == "bicubic":
-        return task.startswith("sr")  # bicubic up-sampling is for super-resolution
-    if init == "masked_fill":
-        return not task.startswith("mri")  # masked fill is for real images
-    if init == "gray":
-        return task == "colorize"  # the gray image is for colorization
-    return True
+MATRIX = [c for c in itertools.product(TASKS, SAMPLERS, INITS) if applies(*c)]
 
 
-@pytest.mark.parametrize("task,sampler,init", [c for c in itertools.product(TASKS, SAMPLERS, INITS) if applies(*c)])
+def covering(combos: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """A few combinations in which every task, sampler and initializer of ``combos`` appears at least once
+    (greedy: the combination with the most values not yet seen, the first one on ties)."""
+    seen: set[tuple[int, str]] = set()
+    everything = {(i, v) for c in combos for i, v in enumerate(c)}
+    chosen = []
+    while seen != everything:
+        best = max(combos, key=lambda c: len({(i, v) for i, v in enumerate(c)} - seen))
+        chosen.append(best)
+        seen |= {(i, v) for i, v in enumerate(best)}
+    return chosen
+
+
+REPRESENTATIVE = covering(MATRIX)
+
+
+def test_representative_subset_covers_every_task_sampler_and_initializer():
+    assert {c[0] for c in REPRESENTATIVE} == set(TASKS) and {c[1] for c in REPRESENTATIVE} == set(SAMPLERS)
+    assert {c[2] for c in REPRESENTATIVE} == set(INITS) and len(REPRESENTATIVE) <= len(SAMPLERS) + 2
+    combos = [("a", "s", "i"), ("b", "s", "i"), ("a", "t", "j")]  # greedy, first on ties: not always the fewest
+    assert covering(combos) == [("a", "s", "i"), ("a", "t", "j"), ("b", "s", "i")]
+
+
+# make test: the representative subset; make test-e2e: the rest of the matrix (together: every combination)
+@pytest.mark.parametrize(
+    "task,sampler,init", [c if c in REPRESENTATIVE else pytest.param(*c, marks=pytest.mark.e2e) for c in MATRIX]
+)
 def test_compose_and_instantiate(task, sampler, init):
     cfg = compose_cfg(
         [

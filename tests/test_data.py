@@ -15,7 +15,7 @@ from ccdf.data.datasets import UpscaledImageWarning
 from ccdf.denoisers.gaussian import fit_stationary_prior
 from ccdf.initializers import Bicubic, MaskedFill, PseudoInverse, Zero
 from ccdf.operators import Inpainting, SingleCoilMRI, SuperResolution
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_image_folder_converts_and_crops(tmp_path):

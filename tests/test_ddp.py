@@ -17,7 +17,7 @@ from ccdf.data.datasets import GaussianFieldDataset
 from ccdf.lightning.data import StepDataModule
 from ccdf.lightning.diffusion_module import DiffusionModule
 from ccdf.schedules import DiscreteVP
-from tests.test_training import H, field_prior, tiny_unet
+from tests.helpers import H, field_prior, tiny_unet
 
 
 class FirstStepRecorder(L.Callback):
@@ -59,6 +59,7 @@ def run(out: Path, devices: int, strategy: str) -> None:
     trainer.fit(module, datamodule=data)
 
 
+@pytest.mark.e2e  # spawns two processes (make test-e2e)
 def test_two_process_gloo_run_matches_one_process(tmp_path):
     run(tmp_path / "one", 1, "auto")
     run(tmp_path / "two", 2, "ddp_spawn")

@@ -12,7 +12,7 @@ import torch
 from ccdf.operators import Blur, Colorization, MotionBlur
 from ccdf.operators.blur import gaussian_kernel
 from ccdf.operators.color import BT601
-from tests.conftest import gen
+from tests.helpers import gen
 
 ATOL = 1e-12
 

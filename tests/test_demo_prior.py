@@ -7,7 +7,7 @@ import torch
 from ccdf.data import bundled_samples, stack_images
 from ccdf.denoisers.adapters import demo_prior_path, load_demo_prior
 from ccdf.schedules import DiscreteVP, forward_diffuse
-from tests.conftest import gen
+from tests.helpers import gen
 
 
 def test_demo_prior_is_shipped_small_and_denoises():

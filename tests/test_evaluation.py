@@ -28,8 +28,7 @@ from ccdf.lightning.reconstruction import ReconstructionModule, run_predict
 from ccdf.operators import Inpainting
 from ccdf.sampling import sample_ccdf
 from ccdf.schedules import DiscreteVP
-from tests.conftest import ROOT
-from tests.test_app import run_app
+from tests.helpers import APP, ROOT, FakeInception, reconstruct, run_app, torchmetrics_lpips_and_files
 
 SIZE, NUM_STEPS = 32, 50
 
@@ -59,6 +58,7 @@ def results(store: ResultStore, t0: float, indices: list[int]) -> list[tuple[dic
     return [(r, store.item_path(t0, i, ".png").read_bytes()) for r, i in zip(rows, indices, strict=True)]
 
 
+@pytest.mark.e2e  # spawns two processes (make test-e2e)
 def test_two_gloo_processes_give_the_one_process_results(tmp_path):
     """3 images over 2 processes: uneven shards (DDP pads one), batch 2 vs 1; identical per image."""
     idx = [0, 1, 2]
@@ -120,9 +120,7 @@ def test_store_refuses_a_folder_of_another_setting(tmp_path):
         ResultStore(tmp_path, "inpaint", {"a": 1})
 
 
-APP = ["task=inpaint", "dataset.size=64", "eval.fid=false", "eval.lpips=false"]
-
-
+@pytest.mark.e2e  # python run.py
 def test_killed_app_run_resumes_with_the_uninterrupted_metrics(tmp_path):
     """SIGKILL `python run.py` after its first finished image; the re-run skips it and ends equal."""
     slow = [*APP[:1], "dataset.size=32", *APP[2:], "batch_size=1", "sampler.t0=1", "sampler.num_steps=1000"]
@@ -194,6 +192,7 @@ def wandb_history(run_dir: Path) -> list[dict]:
     return rows
 
 
+@pytest.mark.e2e  # python run.py
 def test_five_t0_sweep_writes_summary_plots_and_a_wandb_series(tmp_path, monkeypatch):
     """`eval.t0s=[...]`: one pass, five metrics.json, summary table + plots, W&B PSNR against N'."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -213,6 +212,7 @@ def test_five_t0_sweep_writes_summary_plots_and_a_wandb_series(tmp_path, monkeyp
     assert all(r["test/nfe"] == r["test/reverse_steps"] and "test/seconds" in r for r in history)
 
 
+@pytest.mark.e2e  # python run.py
 def test_app_scores_fid_kid_lpips_from_local_files_and_names_missing_ones(tmp_path):
     """With weight files in paths.metric_weights the run reports FID/KID/LPIPS (reconstruction and
     initializer; LPIPS from the backbone file alone); without them it names each missing file and still writes
@@ -220,8 +220,6 @@ def test_app_scores_fid_kid_lpips_from_local_files_and_names_missing_ones(tmp_pa
     import warnings
 
     from ccdf.metrics import WEIGHT_FILES, compute_fid_kid, load_inception
-    from tests.test_metrics_fid import FakeInception
-    from tests.test_metrics_lpips import torchmetrics_lpips_and_files
 
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -258,8 +256,6 @@ def test_demo_unet_results_are_bit_identical_for_any_batch_size(tmp_path):
 
     import numpy as np
     from PIL import Image
-
-    from tests.test_preflight import reconstruct
 
     base = ("task=sr4", "model=demo_prior", "dataset.size=16", "dataset.max_images=3", "sampler.num_steps=50",
             "sampler.t0=0.2", "eval.fid=false", "eval.lpips=false")  # fmt: skip

@@ -16,7 +16,7 @@ from ccdf.lightning.data import StepDataModule
 from ccdf.lightning.initializer_module import InitializerModule, rrdbnet_interpolation_init_
 from ccdf.operators import SingleCoilMRI, SuperResolution, measure
 from ccdf.training.losses import initializer_l1_loss
-from tests.conftest import ROOT, gen
+from tests.helpers import ROOT, gen
 
 RRDB = dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=1, num_grow_ch=4)
 UNET = dict(in_chans=1, out_chans=1, chans=4, num_pool_layers=2, drop_prob=0.0)

@@ -9,8 +9,7 @@ from torch import nn
 import ccdf.checkpoints as L
 from ccdf.initializers.learned import ESRGANInitializer, UNetInitializer, normalize_instance
 from ccdf.operators import SingleCoilMRI, SuperResolution
-from tests.conftest import gen
-from tests.test_loaders import SMALL, small_net
+from tests.helpers import SMALL, gen, small_net
 
 
 def test_esrgan_value_ranges_and_output(tmp_path):

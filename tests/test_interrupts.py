@@ -16,10 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT
-from tests.test_app import run_app
-from tests.test_evaluation import APP
-from tests.test_train_app import TRAIN
+from tests.helpers import APP, ROOT, TRAIN, run_app
+
+pytestmark = pytest.mark.e2e  # every test here runs `python run.py` (make test-e2e)
 
 FAST = [*TRAIN, "training.ckpt_every=2", "training.sample_every=0"]
 

@@ -19,40 +19,7 @@ from torch import nn
 import ccdf.checkpoints as L
 from ccdf.checkpoints import cli as inspect_checkpoint
 from ccdf.nets.rrdbnet import rrdbnet_to_esrgan
-from tests.conftest import ROOT
-
-SMALL = {
-    "guided_unet": dict(
-        image_size=8,
-        in_channels=3,
-        model_channels=32,
-        out_channels=6,
-        num_res_blocks=1,
-        attention_resolutions=(2,),
-        channel_mult=(1, 1),
-        num_head_channels=16,
-        use_scale_shift_norm=True,
-        resblock_updown=True,
-    ),
-    "ncsnpp": dict(
-        image_size=16, num_channels=1, nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), num_scales=20
-    ),
-    "rrdbnet": dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=2, num_grow_ch=4),
-    "fastmri_unet": dict(in_chans=1, out_chans=1, chans=4, num_pool_layers=2, drop_prob=0.0),
-}
-
-
-def randomize(net: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.1)
-    return net
-
-
-def small_net(family: str, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return randomize(L.build_net(family, SMALL[family]), seed)
+from tests.helpers import ROOT, SMALL, app_cfg, randomize, small_net
 
 
 def assert_same(a: dict, b: dict) -> None:
@@ -434,6 +401,7 @@ def test_inspect_unreadable_files_exit_nonzero(tmp_path, capsys):
     assert "checkpoint file not found" in capsys.readouterr().err
 
 
+@pytest.mark.e2e  # two `python -m ccdf.inspect_checkpoint` subprocesses (make test-e2e)
 def test_inspect_as_a_module(tmp_path):
     L.save_checkpoint(tmp_path / "w.pt", small_net("fastmri_unet"), layout="module")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -487,7 +455,6 @@ def test_inspect_prints_a_command_that_runs_as_printed(tmp_path, capsys, family,
     import shlex
 
     import ccdf.app as app
-    from tests.test_app_checks import app_cfg
 
     config = {**SMALL[family], **change}
     path = L.save_checkpoint(tmp_path / "my ckpts, v1" / "w.safetensors", randomize(L.build_net(family, config), 0),

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from ccdf.metrics import mse, nmse, psnr, ssim
-from tests.conftest import gen
-
-PREVIOUS = Path(__file__).parent / "fixtures" / "metrics" / "previous_metrics.npz"
-
-
-def previous() -> dict[str, torch.Tensor]:
-    """Inputs and per-image outputs of ccdf's hand-written PSNR/SSIM/NMSE (and LPIPS) at commit 61fab1b.
-
-    Made by a scratch script outside the repository that imported ``ccdf.metrics`` from ``git archive
-    61fab1b``: ``img_*`` are two uint8 batches [3, 3, 40, 48] (b = a + N(0, 25^2), rounded, clipped)
-    scored in [0, 1] with range 1 (``psnr``, ``ssim`` valid border, ``ssim(border="reflect")``, and
-    ``psnr(a, a)``); ``mri_*`` are magnitude pairs [2, 1, 36, 44] at the scales 3e-4 and 2.5 scored
-    with each reference's maximum as range (``psnr``, ``ssim``, ``nmse``; ``mri_psnr_first`` with a
-    one-element range tensor, as ``score_item`` passes it). ``lpips_*``: see ``tests/test_metrics_lpips.py``.
-    """
-    with np.load(PREVIOUS) as z:
-        return {k: torch.from_numpy(z[k]) for k in z.files}
+from tests.helpers import gen, previous_metrics
 
 
 def _pair():
@@ -74,7 +56,7 @@ def test_equal_to_the_previous_hand_written_metrics():
     another summation order on another CPU. PSNR: the old version took the MSE of float32 images in
     float32 (the new one in float64), a relative error ~1e-7 in the MSE, i.e. ~1e-6 dB: atol 1e-5 dB.
     """
-    p = previous()
+    p = previous_metrics()
     a, b = p["img_a_u8"] / 255, p["img_b_u8"] / 255
     rec, ref, rng = p["mri_rec"], p["mri_ref"], p["mri_range"]
     torch.testing.assert_close(psnr(b, a), p["img_psnr"], rtol=0, atol=1e-5)

@@ -27,7 +27,7 @@ from ccdf.metrics import (
 )
 from ccdf.metrics import fid as fid_module
 from ccdf.utils.io import save_png
-from tests.conftest import gen
+from tests.helpers import FakeInception, gen
 
 
 class TinyExtractor(nn.Module):
@@ -42,17 +42,6 @@ class TinyExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.conv(x / 127.5 - 1)).mean(dim=(2, 3))
-
-
-class FakeInception(nn.Module):
-    """The shape of clean-fid's TorchScript Inception: a ``layers`` submodule giving 2048 features."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(nn.Conv2d(3, 8, kernel_size=19, stride=19), nn.AdaptiveAvgPool2d(16), nn.Flatten())
-
-    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        return self.layers(x)
 
 
 def smooth_images(n: int, seed: int, contrast: float = 1.0, brightness: float = 0.0) -> torch.Tensor:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from ccdf.metrics import LPIPS, WEIGHT_FILES, CorruptWeightsError, MissingWeightsError, load_lpips
-from tests.conftest import gen
-from tests.test_metrics import previous
+from tests.helpers import gen, torchmetrics_lpips_and_files
+from tests.helpers import previous_metrics as previous
 
 # torchmetrics ships the lpips v0.1 heads (alex.pth, vgg.pth); ccdf.metrics.lpips reads them from there
 TM_HEADS = Path(next(iter(importlib.util.find_spec("torchmetrics").submodule_search_locations)))
@@ -22,22 +22,6 @@ TM_HEADS = TM_HEADS / "functional" / "image" / "lpips_models"
 
 class NotAllowed:
     """An arbitrary pickled object: ``torch.load(weights_only=True)`` refuses to rebuild it."""
-
-
-def torchmetrics_lpips_and_files(net: str, folder: Path):
-    """torchmetrics' ``_LPIPS`` with a random backbone (``pnet_rand``: torchvision ``weights=None``) and
-    its bundled heads; its backbone saved as a torchvision-format checkpoint (the one file LPIPS needs)."""
-    from torchmetrics.functional.image.lpips import _LPIPS
-
-    with torch.random.fork_rng():  # torchvision's random init draws from the global generator
-        torch.manual_seed(0)
-        theirs = _LPIPS(pretrained=True, net=net, pnet_rand=True)
-    backbone = {
-        "features." + k.split(".", 1)[1]: v for k, v in theirs.net.state_dict().items()
-    }  # sliceN.i.w -> features.i.w
-    backbone["classifier.1.weight"] = torch.zeros(4, 4)  # a torchvision checkpoint also holds the (unused) classifier
-    torch.save(backbone, folder / WEIGHT_FILES["alexnet" if net == "alex" else "vgg16"].filename)
-    return theirs
 
 
 def backbone_state(net: str, seed: int) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ import torch
 
 from ccdf.data.datasets import FastMRIMultiCoil, bundled_multicoil, samples_root
 from ccdf.operators import CoilKSpace, MultiCoilMRI, cartesian_mask, fft2c, ifft2c, poisson_mask, rss, sense_combine
-from tests.conftest import gen
+from tests.helpers import app_cfg, gen, periodic_cov
 
 
 def random_maps(shape, seed: int, offset: float = 1.5) -> torch.Tensor:
@@ -188,14 +188,20 @@ def test_sense_combine_inverts_coil_images_and_handles_empty_support():
 SAMPLE = samples_root() / "fastmri_knee_multicoil"
 
 
-def test_bundled_sample_is_its_documented_simulation():
+@pytest.fixture(scope="module")
+def simulated() -> dict:
+    """``ccdf.data.simulate.simulate_sample`` of the bundled knee slices, computed once for this module (read only)."""
+    from ccdf.data.simulate import simulate_sample
+
+    return simulate_sample(samples_root())
+
+
+def test_bundled_sample_is_its_documented_simulation(simulated):
     """The bundled files hold what ccdf.data.simulate computes (k_c = fft2c(S_c x) from the bundled knee slice with
     normalised birdcage maps), stored as complex64/float32: equal to float32 rounding (atol 1e-6 on values of
     magnitude <= 1 in the images, 2e-5 in k-space, whose DC terms reach ~60; FFTs and sigpy's maps use sin/cos,
     whose last bits differ across CPUs)."""
-    from ccdf.data.simulate import simulate_sample
-
-    want = simulate_sample(samples_root())
+    want = simulated
     with h5py.File(SAMPLE / "kspace" / "sim_knee_8coil.h5", "r") as f:
         assert f["kspace"].shape == (2, 8, 160, 160) and f["kspace"].dtype == np.complex64
         np.testing.assert_allclose(f["kspace"][()], want["kspace"], rtol=0, atol=2e-5)
@@ -212,7 +218,7 @@ def test_bundled_sample_is_its_documented_simulation():
     assert total < 5e6, total
 
 
-def test_espirit_maps_reproduce_the_simulated_maps():
+def test_espirit_maps_reproduce_the_simulated_maps(simulated):
     """ESPIRiT (sigpy's EspiritCalib, 24 x 24 calibration square) on the bundled simulated k-space recovers the
     birdcage maps up to a phase per pixel (ESPIRiT's S_hat = S conj(phi), phi = the phase of <S_hat, S>, close
     to coil 0's phase, which sigpy removes): inside the ESPIRiT support (it misses 1 object pixel at a crop
@@ -220,9 +226,7 @@ def test_espirit_maps_reproduce_the_simulated_maps():
     0.9984, mean 0.99999 / 0.99998 on the two slices), and the SENSE reconstruction (A^+ of the fully sampled
     coil k-space with the estimated maps, and the data set's x0) equals the truth times phi to 1e-3 relative
     error (measured: 2.2e-5 / 2.8e-5; the object lies inside the field of view, see ccdf/data/simulate.py)."""
-    from ccdf.data.simulate import simulate_sample
-
-    truth = simulate_sample(samples_root())
+    truth = simulated
     maps_true = torch.from_numpy(truth["maps"])
     data = bundled_multicoil(maps="espirit")
     for k in range(2):
@@ -340,7 +344,6 @@ def test_task_mri_multicoil_runs_and_scores_against_the_rss(tmp_path):
     recomputed here from the data set and the operator."""
     import ccdf.app as app
     from ccdf.metrics import psnr
-    from tests.test_app_checks import app_cfg
 
     cfg = app_cfg(tmp_path, "task=mri_multicoil", "debug=smoke", "dataset.maps=file", "sampler.num_steps=20",
                   "eval.fid=false", "eval.lpips=false")  # fmt: skip
@@ -368,7 +371,6 @@ def test_multicoil_data_errors_stop_the_run_before_sampling(tmp_path, monkeypatc
 
     import ccdf.app as app
     import ccdf.sampling
-    from tests.test_app_checks import app_cfg
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("the sampler ran")
@@ -399,7 +401,6 @@ def small_problem(seed: int = 0):
     """8 x 8 images, 3 coils, x2 column mask, a dense Gaussian prior on [1, 8, 8] (exact denoiser), VP schedule."""
     from ccdf.denoisers import DenseGaussianPrior, GaussianDenoiser
     from ccdf.schedules import DiscreteVP
-    from tests.conftest import periodic_cov
 
     n = 8
     cov = torch.kron(periodic_cov(n), periodic_cov(n))
@@ -534,7 +535,6 @@ def test_ssos_refuses_a_single_coil_operator():
 def test_ssos_sampler_runs_in_the_app_and_counts_every_coil(tmp_path):
     """sampler=ssos through the app (in process, small): NFE = coils x evaluations per step x N' = 8 x 2 x 4."""
     import ccdf.app as app
-    from tests.test_app_checks import app_cfg
 
     cfg = app_cfg(tmp_path, "task=mri_multicoil", "sampler=ssos", "debug=smoke", "dataset.maps=file",
                   "dataset.max_images=1", "sampler.num_steps=20", "eval.fid=false", "eval.lpips=false")  # fmt: skip

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from ccdf.operators.base import measure
 from ccdf.utils.rng import per_sample_generators
-from tests.test_configs import CONF, applies, compose_cfg
+from tests.helpers import CONF, applies, compose_cfg, periodic_cov
 
 SAMPLERS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
 
@@ -47,7 +47,6 @@ def test_prox_does_not_copy_the_measurement_noise_at_the_end():
     from ccdf.operators import Inpainting
     from ccdf.sampling import sample_ccdf
     from ccdf.schedules import DiscreteVP
-    from tests.conftest import periodic_cov
 
     n = 16
     prior = DenseGaussianPrior(torch.zeros(n, dtype=torch.float64), periodic_cov(n), (1, 1, n))

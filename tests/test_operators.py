@@ -25,7 +25,7 @@ from ccdf.operators import (
     poisson_mask,
 )
 from ccdf.operators.base import inner, measure
-from tests.conftest import gen
+from tests.helpers import gen
 
 
 class CGPinv(Operator):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ccdf.operators import Inpainting, SingleCoilMRI
 from ccdf.utils.rng import per_sample_generators
-from tests.test_configs import compose_cfg
+from tests.helpers import compose_cfg
 
 FAST = ["dataset.size=32", "sampler.num_steps=20", "sampler.t0=0.5", "eval.fid=false", "eval.lpips=false"]
 

@@ -7,24 +7,19 @@ Gaussian model, 10 reverse steps): a second or so each instead of a subprocess's
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra.core.hydra_config import HydraConfig
 from PIL import Image
 
 from ccdf.data import ComplexSliceFolder, ImageFolder, bundled_samples
 from ccdf.data.check import UnusableItemsError, check_items, item_key
 from ccdf.evaluation import ResultStore
 from ccdf.utils.io import save_png
-from tests.test_configs import compose_cfg
-
-SIZE = 32
-FAST = [f"dataset.size={SIZE}", "sampler.num_steps=20", "sampler.t0=0.5", "eval.fid=false", "eval.lpips=false"]
+from tests.helpers import SIZE, reconstruct, strip
 
 
 def faces(split: str = "eval") -> list[torch.Tensor]:
@@ -37,23 +32,6 @@ def write_folder(folder: Path, images: dict[str, torch.Tensor]) -> Path:
     for name, img in images.items():
         save_png(folder / f"{name}.png", img)
     return folder
-
-
-def reconstruct(tmp_path: Path, run: str, *overrides: str, base: tuple[str, ...] = ("task=inpaint", *FAST)) -> dict:
-    """``python run.py <base> <overrides>`` in-process (into ``tmp_path / run``); returns metrics.json."""
-    from ccdf.app import reconstruct as app_reconstruct
-    from ccdf.app import validate
-
-    cfg = compose_cfg([*base, *overrides])
-    HydraConfig.instance().set_config(cfg)
-    validate(cfg)
-    run_dir = tmp_path / run
-    app_reconstruct(cfg, run_dir, [])
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
-def strip(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 # ---------------------------------------------------------------- the check itself (no sampling)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import ccdf.checkpoints as L
-from tests.test_app import metrics, run_app
+from tests.helpers import metrics, run_app
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from ccdf.operators import Inpainting, SingleCoilMRI, fft2c
 from ccdf.sampling import ancestral_step, ddim_step, expected_nfe, sample_ccdf
 from ccdf.schedules import VE, DiscreteVP
 from ccdf.utils.rng import per_sample_generators
-from tests.conftest import gen, periodic_cov
+from tests.helpers import gen, periodic_cov
 
 Z = 4.5
 N_PIX = 16
@@ -58,7 +58,12 @@ SAMPLERS = {
 }
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+def e2e_unless(names, keep):
+    """``names`` as parameters; those not in ``keep`` run in make test-e2e (every step rule stays in make test once)."""
+    return [n if n in keep else pytest.param(n, marks=pytest.mark.e2e) for n in names]
+
+
+@pytest.mark.parametrize("name", e2e_unless(SAMPLERS, keep=("ddpm_beta_tilde", "ddim_eta0")))
 def test_unconditional_samples_match_prior(name):
     """t0 = 1 from x_init = 0, no data consistency: samples ~ N(mu, Sigma)."""
     make_schedule, kw = SAMPLERS[name]
@@ -72,7 +77,7 @@ def test_unconditional_samples_match_prior(name):
     assert_standard_normal(whitened(x, prior.mean, prior.evecs, prior.evals))
 
 
-@pytest.mark.parametrize("name", ["ddpm_beta", "ddim_eta0", "ve_pc"])
+@pytest.mark.parametrize("name", e2e_unless(["ddpm_beta", "ddim_eta0", "ve_pc"], keep=("ddpm_beta", "ve_pc")))
 def test_conditional_samples_match_posterior_commuting_pixel_mask(name):
     """Diagonal Sigma with a pixel mask (A commutes with Sigma): the replacement sampler is exact.
 

@@ -18,7 +18,7 @@ from ccdf.schedules import (
     space_timesteps,
     uniform_timesteps,
 )
-from tests.conftest import gen
+from tests.helpers import gen
 
 
 @pytest.mark.parametrize("schedule", [DiscreteVP.linear(), DiscreteVP.cosine(), DiscreteVP.linear(250)])

@@ -28,7 +28,7 @@ from ccdf.sampling.ccdf import make_solver, reverse_steps
 from ccdf.sampling.conditioning import NoConditioning, Problem
 from ccdf.schedules import VE, DiscreteVP
 from ccdf.utils.rng import per_sample_generators
-from tests.conftest import gen, periodic_cov
+from tests.helpers import gen, periodic_cov
 
 N_PIX = 16
 

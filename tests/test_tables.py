@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from ccdf import tables
 from ccdf.tables import MISSING, TABLES, Column, Row, Table, Variant
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

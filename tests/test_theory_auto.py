@@ -27,7 +27,7 @@ from ccdf.theory.auto import (
     posterior_variance_sum,
     unknown_diagonal,
 )
-from tests.test_app import run_app
+from tests.helpers import compose_cfg, run_app
 
 N = 1000
 SHAPES = ("iso", "top", "bottom")
@@ -208,6 +208,7 @@ def test_calibration_is_reproducible_and_batch_independent(sched):
         auto_t0(denoiser, sched, op, pinv, data, num_steps=100, init_mse=0.1, post_var=0.0)
 
 
+@pytest.mark.e2e  # python run.py
 def test_app_auto_t0_records_the_estimates(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_app(
@@ -226,7 +227,6 @@ def test_app_auto_t0_records_the_estimates(tmp_path):
 
 
 def _compose(overrides):
-    from tests.test_configs import compose_cfg
 
     return compose_cfg(overrides)
 
@@ -251,6 +251,7 @@ def test_bad_t0_values_are_clear_errors(overrides, message):
     assert message in str(err.value)
 
 
+@pytest.mark.e2e  # python run.py
 def test_bad_t0_string_fails_early_and_leaves_nothing(tmp_path):
     run_dir = tmp_path / "out" / "run"
     proc = run_app("task=inpaint", "sampler.t0=auto2", f"hydra.run.dir={run_dir}", ok=False)

@@ -22,7 +22,7 @@ from ccdf.schedules import DiscreteVP
 from ccdf.theory import box_inpainting, error_shape, make_problem, propagate
 from ccdf.theory.budget import StartGrid, average_error, best_allocation
 from ccdf.utils.rng import per_sample_generators
-from tests.conftest import gen, periodic_cov
+from tests.helpers import gen, periodic_cov
 
 Z = 4.5
 N_PIX = 16

@@ -11,7 +11,7 @@ from ccdf.denoisers import DenseGaussianPrior, GaussianDenoiser
 from ccdf.operators import Inpainting
 from ccdf.schedules import DiscreteVP
 from ccdf.theory.contraction import exact_gaussian_factor, measure_contraction, power_iteration
-from tests.conftest import gen, periodic_cov
+from tests.helpers import gen, periodic_cov
 
 N_PIX = 16
 

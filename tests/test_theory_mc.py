@@ -18,7 +18,7 @@ from ccdf.operators import Inpainting, measure
 from ccdf.sampling import sample_ccdf
 from ccdf.schedules import VE, DiscreteVP
 from ccdf.theory import error_shape, make_problem, propagate
-from tests.conftest import gen, periodic_cov
+from tests.helpers import gen, periodic_cov
 
 Z = 4.5
 N_PIX = 16
@@ -48,7 +48,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# make test: one case per step rule (DDPM with noisy y, DDIM with eta > 0, VE predictor-corrector); make test-e2e: the rest
+DEFAULT_CASES = ("box_ddpm_beta_tilde_noisy_y", "box_ddim_eta", "box_ve_pc")
+
+
+@pytest.mark.parametrize("name", [n if n in DEFAULT_CASES else pytest.param(n, marks=pytest.mark.e2e) for n in CASES])
 def test_propagation_matches_monte_carlo(name):
     case = CASES[name]
     schedule = VE(0.01, 50.0) if case.get("ve") else DiscreteVP.linear()

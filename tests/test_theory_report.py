@@ -11,9 +11,10 @@ import pytest
 
 from ccdf.theory import frechet_distance
 from ccdf.theory.report import FIGURES, _frechet_centred, _psd_sqrt, write_report
-from tests.test_app import run_app
+from tests.helpers import ROOT, compose_cfg, run_app
 
 
+@pytest.mark.e2e  # python run.py
 def test_theory_command_writes_figures_json_and_report(tmp_path):
     run_dir = tmp_path / "theory"
     tic = time.perf_counter()
@@ -42,6 +43,7 @@ def test_theory_command_writes_figures_json_and_report(tmp_path):
     print(f"python run.py task=theory: {wall:.1f} s wall, {result['seconds']:.1f} s in write_report")
 
 
+@pytest.mark.e2e  # python run.py
 def test_theory_failure_leaves_nothing(tmp_path):
     run_dir = tmp_path / "out" / "theory"
     proc = run_app("task=theory", "theory.problems=[box,nope]", f"hydra.run.dir={run_dir}", ok=False)
@@ -73,7 +75,6 @@ def test_write_report_small_settings_and_figure_copies(tmp_path):
 
 
 def test_theory_task_composes():
-    from tests.test_configs import compose_cfg
 
     cfg = compose_cfg(["task=theory"])
     assert cfg.mode == "theory" and "/theory/" in cfg.hydra.run.dir
@@ -95,8 +96,6 @@ def test_frechet_with_a_reused_square_root():
 def test_report_and_auto_import_without_frameworks():
     import subprocess
     import sys
-
-    from tests.conftest import ROOT
 
     code = (
         "import sys\n"

@@ -26,7 +26,7 @@ from ccdf.sampling.solvers import DDNM, DiffPIR, DPMSolverPP2M, StepSolver
 from ccdf.schedules import DiscreteVP
 from ccdf.theory import error_shape, make_problem, propagate
 from ccdf.theory.solvers import propagate_solver
-from tests.conftest import gen, periodic_cov
+from tests.helpers import gen, periodic_cov
 
 Z = 4.5
 N_PIX = 16

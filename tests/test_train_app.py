@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors.torch import load_file
 
-from tests.test_app import metrics, run_app
+from tests.helpers import TRAIN, metrics, run_app
 
-TRAIN = [
-    "mode=train",
-    "task=inpaint",
-    "model=unet_small",
-    "dataset=gaussian_field",
-    "dataset.size=16",
-    "trainer=cpu",
-    "training.global_batch=4",
-    "training.warmup_steps=2",
-    "training.ema_decay=0.9",
-]
+pytestmark = pytest.mark.e2e  # every test here runs `python run.py` (make test-e2e)
 
 
 def test_train_resume_and_sample(tmp_path):

@@ -10,21 +10,12 @@ import pytest
 import torch
 
 from ccdf.data.datasets import GaussianFieldDataset
-from ccdf.denoisers.gaussian import StationaryGaussianPrior
 from ccdf.lightning.data import StepBatchSampler, StepDataModule
 from ccdf.lightning.diffusion_module import DiffusionModule
-from ccdf.nets.guided_unet import GuidedUNet
 from ccdf.schedules import VE, DiscreteVP
 from ccdf.training import EMA, ve_dsm_loss, vp_eps_loss
 from ccdf.utils.rng import per_sample_generators
-from tests.conftest import gen
-
-H = 8
-
-
-def field_prior() -> StationaryGaussianPrior:
-    radii = torch.linspace(0, 0.71, 64, dtype=torch.float64)
-    return StationaryGaussianPrior(torch.zeros(1), torch.eye(1), radii, (-1.5 * torch.log(0.01 + radii**2) - 4)[None])
+from tests.helpers import H, field_prior, gen, tiny_unet
 
 
 def exact_eps_net(prior, schedule: DiscreteVP):
@@ -123,18 +114,6 @@ def test_step_batch_sampler_is_a_function_of_the_step():
         StepBatchSampler(10, 3, 6, world_size=2)
 
 
-def tiny_unet() -> GuidedUNet:
-    return GuidedUNet(
-        image_size=H,
-        in_channels=1,
-        model_channels=32,
-        out_channels=1,
-        num_res_blocks=1,
-        attention_resolutions=(),
-        channel_mult=(1, 1),
-    )
-
-
 def fit(module, steps: int, ckpt_path=None, default_root_dir=None):
     data = StepDataModule(GaussianFieldDataset(field_prior(), H, length=512, seed=0), global_batch=16, max_steps=steps)
     trainer = L.Trainer(
@@ -152,6 +131,7 @@ def fit(module, steps: int, ckpt_path=None, default_root_dir=None):
     return trainer
 
 
+@pytest.mark.e2e  # 60 optimiser steps: long training (make test-e2e)
 def test_training_loss_falls():
     torch.manual_seed(0)
     module = DiffusionModule(
