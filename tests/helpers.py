@@ -76,6 +76,7 @@ def app_cfg(tmp_path: Path, *overrides: str, run: str = "run"):
 
 
 # in-process reconstructions: 32 px, 20 steps from t0 = 0.5, no FID/LPIPS
+SMOKE = ["task=inpaint", "debug=smoke", "eval.fid=false", "eval.lpips=false"]  # a seconds-long app run
 SIZE = 32
 FAST = [f"dataset.size={SIZE}", "sampler.num_steps=20", "sampler.t0=0.5", "eval.fid=false", "eval.lpips=false"]
 

@@ -16,9 +16,7 @@ from omegaconf import OmegaConf
 
 import ccdf.app as app
 import ccdf.pipelines.reconstruct as reconstruct_pipeline
-from tests.helpers import ROOT, app_cfg, compose_cfg
-
-SMOKE = ["task=inpaint", "debug=smoke", "eval.fid=false", "eval.lpips=false"]
+from tests.helpers import ROOT, SMOKE, app_cfg, compose_cfg
 
 
 def sampler_of(cfg) -> tuple[str, float | None]:

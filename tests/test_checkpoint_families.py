@@ -152,12 +152,13 @@ def test_checkpoint_and_net_modules_stay_below_500_lines():
     assert not long, long
 
 
+@pytest.mark.e2e  # python run.py mode=train (make test-e2e)
 def test_demo_prior_trains_from_its_preset_and_its_export_loads_with_it(tmp_path):
     """`mode=train model=demo_prior` builds the preset's net (the YAML has no `net:` block); the exported
     weights load back through the preset (their stored config equals it)."""
     from ccdf.denoisers.adapters import load_demo_prior
     from ccdf.schedules import DiscreteVP
-    from tests.test_app import run_app
+    from tests.helpers import run_app
 
     run_dir = tmp_path / "train"
     run_app("mode=train", "task=inpaint", "model=demo_prior", "dataset=samples_crops", "trainer=cpu",

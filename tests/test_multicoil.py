@@ -562,3 +562,24 @@ def test_one_cartesian_constructor_for_single_and_multi_coil():
         SingleCoilMRI.cartesian(16, maps=maps)
     with pytest.raises(ValueError, match="per_image masks are for SingleCoilMRI"):
         MultiCoilMRI.cartesian(16, per_image=True)
+
+
+def test_ssos_average_is_the_mean_of_the_combined_images():
+    """score-MRI's SSOS with ``average=2``: the mean of two RSS-combined runs (not the RSS of averaged coil
+    images), each run with its own streams, NFE 2 C N'."""
+    from ccdf.denoisers import CountingDenoiser
+    from ccdf.sampling.average import run_generators
+    from ccdf.sampling.multicoil import sample_ssos
+    from ccdf.utils.rng import per_sample_generators
+
+    den, schedule, op, x0 = small_problem()
+    y = op(x0)
+    x_init = op.pinv(y)
+    kw = dict(t0=0.3, num_steps=20, step="ddpm")
+    counter = CountingDenoiser(den)
+    avg = sample_ssos(counter, schedule, op, y, x_init, generator=per_sample_generators(0, [0, 1]), average=2, **kw)
+    assert counter.per_item == [2 * 3 * 6, 2 * 3 * 6]  # K runs x 3 coils x N' = 6
+    runs = [sample_ssos(den, schedule, op, y, x_init, generator=g, **kw)
+            for g in run_generators(per_sample_generators(0, [0, 1]), 2)]  # fmt: skip
+    torch.testing.assert_close(avg, (runs[0] + runs[1]) / 2, rtol=0, atol=1e-12)
+    assert float((runs[0] - runs[1]).abs().max()) > 1e-3

@@ -99,3 +99,18 @@ def test_a_single_mask_file_of_the_wrong_size_is_an_error_naming_it(tmp_path):
     Image.fromarray(np.zeros((20, 16), dtype=np.uint8)).save(path)
     with pytest.raises(ValueError, match=r"mask file .*mask\.png is 20x16, the images are 16x16"):
         Inpainting.from_file(path, 16)
+
+
+def test_sampler_average_in_the_app_counts_k_nfe_and_is_batch_independent(tmp_path):
+    """``sampler.average=3``: NFE per image = 3 N', metrics differ from the single run, and batch sizes
+    1 and 3 give the same per-image rows."""
+    extra = ["task=inpaint", "eval.resume=false"]
+    one = run_app(tmp_path, "b1", *extra, "sampler.average=3", "batch_size=1")
+    three = run_app(tmp_path, "b3", *extra, "sampler.average=3", "batch_size=3")
+    single = run_app(tmp_path, "k1", *extra, "batch_size=3")
+    assert rows(one) == rows(three)
+    assert [r["nfe"] for r in rows(one)] == [30] * len(rows(one))  # K N' = 3 round(0.5 * 20)
+    assert [r["nfe"] for r in rows(single)] == [10] * len(rows(one))
+    assert [r["psnr"] for r in rows(single)] != [r["psnr"] for r in rows(one)]
+    with pytest.raises(ValueError, match="sampler.average"):
+        run_app(tmp_path, "bad", *extra, "sampler.average=0")

@@ -245,7 +245,7 @@ def test_app_builds_the_switches_and_metrics_record_them(tmp_path: Path) -> None
     import json
 
     import ccdf.app as app
-    from tests.test_app_checks import SMOKE, app_cfg
+    from tests.helpers import SMOKE, app_cfg
 
     default = app_cfg(tmp_path, *SMOKE, run="default")
     assert not {"precision", "channels_last", "compile", "compile_mode"} & set(app.eval_setting(default)["model"])

@@ -306,7 +306,7 @@ def test_auto_t0_accepts_the_linear_solvers(overrides):
 def test_posterior_samples_use_the_runs_sigma_y():
     """The calibration's posterior samples run with the run's sigma_y: the prox data step (and DDNM+, PiGDM)
     depends on it. Before, sample_ccdf got no sigma_y, so prox ran as the projection whatever the noise."""
-    from tests.conftest import periodic_cov
+    from tests.helpers import periodic_cov
 
     cov = periodic_cov(8)  # correlated: the noisier known pixels change the unknown ones' spread
     prior = DenseGaussianPrior(torch.zeros(8, dtype=torch.float64), cov, (1, 1, 8))

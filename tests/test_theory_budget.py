@@ -133,39 +133,3 @@ def test_average_counts_k_times_the_evaluations_and_is_independent_of_batching()
     torch.testing.assert_close(batch, sum(plain) / 3, rtol=0, atol=1e-12)  # the mean of the K plain runs
     with pytest.raises(ValueError, match="sampler.average"):
         sample_ccdf(counter, schedule, op, y, x_true, t0=0.2, num_steps=20, average=0)
-
-
-def test_sampler_average_in_the_app_counts_k_nfe_and_is_batch_independent(tmp_path):
-    """``sampler.average=3``: NFE per image = 3 N', metrics differ from the single run, and batch sizes
-    1 and 3 give the same per-image rows."""
-    from tests.test_per_image import rows, run_app
-
-    extra = ["task=inpaint", "eval.resume=false"]
-    one = run_app(tmp_path, "b1", *extra, "sampler.average=3", "batch_size=1")
-    three = run_app(tmp_path, "b3", *extra, "sampler.average=3", "batch_size=3")
-    single = run_app(tmp_path, "k1", *extra, "batch_size=3")
-    assert rows(one) == rows(three)
-    assert [r["nfe"] for r in rows(one)] == [30] * len(rows(one))  # K N' = 3 round(0.5 * 20)
-    assert [r["nfe"] for r in rows(single)] == [10] * len(rows(one))
-    assert [r["psnr"] for r in rows(single)] != [r["psnr"] for r in rows(one)]
-    with pytest.raises(ValueError, match="sampler.average"):
-        run_app(tmp_path, "bad", *extra, "sampler.average=0")
-
-
-def test_ssos_average_is_the_mean_of_the_combined_images():
-    """score-MRI's SSOS with ``average=2``: the mean of two RSS-combined runs (not the RSS of averaged coil
-    images), each run with its own streams, NFE 2 C N'."""
-    from ccdf.sampling.multicoil import sample_ssos
-    from tests.test_multicoil import small_problem
-
-    den, schedule, op, x0 = small_problem()
-    y = op(x0)
-    x_init = op.pinv(y)
-    kw = dict(t0=0.3, num_steps=20, step="ddpm")
-    counter = CountingDenoiser(den)
-    avg = sample_ssos(counter, schedule, op, y, x_init, generator=per_sample_generators(0, [0, 1]), average=2, **kw)
-    assert counter.per_item == [2 * 3 * 6, 2 * 3 * 6]  # K runs x 3 coils x N' = 6
-    runs = [sample_ssos(den, schedule, op, y, x_init, generator=g, **kw)
-            for g in run_generators(per_sample_generators(0, [0, 1]), 2)]  # fmt: skip
-    torch.testing.assert_close(avg, (runs[0] + runs[1]) / 2, rtol=0, atol=1e-12)
-    assert float((runs[0] - runs[1]).abs().max()) > 1e-3
