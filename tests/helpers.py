@@ -204,10 +204,10 @@ def randomize(net: nn.Module, seed: int) -> nn.Module:
 
 
 def small_net(family: str, seed: int = 0) -> nn.Module:
-    from ccdf.denoisers import loaders as L
+    from ccdf.checkpoints import build_net
 
     torch.manual_seed(seed)
-    return randomize(L.build_net(family, SMALL[family]), seed)
+    return randomize(build_net(family, SMALL[family]), seed)
 
 
 # ---------------------------------------------------------------- metric stand-ins (no downloads)
