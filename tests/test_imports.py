@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT
 
 
+@pytest.mark.e2e  # a fresh interpreter per import check (make test-e2e)
 def test_library_does_not_import_frameworks():
     code = (
         "import sys\n"

@@ -218,6 +218,7 @@ def test_bundled_sample_is_its_documented_simulation(simulated):
     assert total < 5e6, total
 
 
+@pytest.mark.e2e  # ESPIRiT on two 160x160 slices, about 15 s (make test-e2e)
 def test_espirit_maps_reproduce_the_simulated_maps(simulated):
     """ESPIRiT (sigpy's EspiritCalib, 24 x 24 calibration square) on the bundled simulated k-space recovers the
     birdcage maps up to a phase per pixel (ESPIRiT's S_hat = S conj(phi), phi = the phase of <S_hat, S>, close

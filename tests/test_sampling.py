@@ -108,6 +108,7 @@ def test_conditional_samples_match_posterior_commuting_pixel_mask(name):
     assert_standard_normal(whitened(xs, post_mean[0, keep], evecs, evals))
 
 
+@pytest.mark.e2e  # the longest Monte Carlo law test, about 20 s (make test-e2e)
 def test_conditional_samples_match_posterior_stationary_prior_mri():
     """Stationary prior, complex images, Fourier-domain (k-space) mask: A commutes with Sigma.
 

@@ -93,6 +93,7 @@ def test_frechet_with_a_reused_square_root():
         )
 
 
+@pytest.mark.e2e  # a fresh interpreter (make test-e2e)
 def test_report_and_auto_import_without_frameworks():
     import subprocess
     import sys
