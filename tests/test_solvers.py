@@ -147,7 +147,7 @@ def test_deterministic_solvers_sample_the_prior_exactly_as_steps_grow(solver):
 
 def _setup(name):
     """(schedule, solver name, conditioning) of each sampler config."""
-    from ccdf.sampling.guidance import DPS, PiGDM
+    from ccdf.sampling.guidance import DPS, MCG, PiGDM
 
     vp = DiscreteVP.linear
     return {
@@ -157,6 +157,7 @@ def _setup(name):
         "dpmpp_2m": (vp, "dpmpp_2m", "project"),
         "dps": (vp, "ddpm", DPS(0.5)),
         "dps_ve": (lambda: VE(0.01, 50.0), "ddpm", DPS(0.5)),
+        "mcg": (vp, "ddpm", MCG(0.5)),
         "pigdm": (vp, "ddim", PiGDM()),
         "ddnm": (vp, "ddnm", "none"),
         "ddnm_plus": (vp, "ddnm", "none"),
@@ -165,7 +166,20 @@ def _setup(name):
     }[name]
 
 
-SOLVER_SETUPS = ["ddpm", "ddim", "ve_pc", "dpmpp_2m", "dps", "dps_ve", "pigdm", "ddnm", "ddnm_plus", "diffpir", "prox"]
+SOLVER_SETUPS = [
+    "ddpm",
+    "ddim",
+    "ve_pc",
+    "dpmpp_2m",
+    "dps",
+    "dps_ve",
+    "mcg",
+    "pigdm",
+    "ddnm",
+    "ddnm_plus",
+    "diffpir",
+    "prox",
+]
 
 
 @pytest.mark.parametrize("name", SOLVER_SETUPS)
@@ -343,6 +357,36 @@ def test_dps_and_diffpir_end_consistent_and_below_the_initializers_error(name):
         assert float(residual.mean()) < 0.033 and float(residual.max()) < 0.095
     else:
         assert float(residual.max()) < 5e-4
+
+
+def test_mcg_is_the_dps_step_then_the_projection_and_ends_on_the_measurement():
+    """MCG's data step equals DPS's gradient step followed by CCDF's projection (same inputs, same noise), and
+    a warm-started run ends with A x = y exactly (noiseless y), which DPS alone does not."""
+    from ccdf.sampling.conditioning import Projection
+    from ccdf.sampling.guidance import DPS, MCG
+
+    prior, op, x0 = _diagonal_problem(8)
+    schedule = DiscreteVP.linear()
+    den = GaussianDenoiser(prior, schedule)
+    y = op(x0)
+    t, s = schedule.timesteps(10)[3:5]
+
+    def graph():  # x_t and x0_hat(x_t) with a fresh autograd graph (each step differentiates once)
+        x_t = torch.randn(x0.shape, dtype=x0.dtype, generator=gen(1)).requires_grad_(True)
+        out = den(x_t, t.expand(len(x_t)))
+        return x_t, getattr(out, "x0", out)
+
+    x_next = torch.randn(x0.shape, dtype=x0.dtype, generator=gen(2))
+    problem = Problem(op, y)
+    out = MCG(0.3).bind(schedule).step(x_next, *graph(), t, s, problem, gen(7))
+    x_t, x0_hat = graph()
+    guided = DPS(0.3).step(x_next, x_t, x0_hat, t, s, problem, None)
+    ref = Projection().bind(schedule).step(guided, x_t, x0_hat, t, s, problem, gen(7))
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    x = sample_ccdf(den, schedule, op, y, op.pinv(y), t0=0.2, num_steps=100, solver=StepSolver(), dc=MCG(0.3),
+                    generator=per_sample_generators(0, range(8)))  # fmt: skip
+    residual = (op(x) - y).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+    assert float(residual.max()) < 1e-12
 
 
 def test_gradient_guidance_with_a_denoiser_that_cannot_be_differentiated_is_a_clear_error():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ccdf.sampling.conditioning import Conditioning, Problem
+from ccdf.sampling.conditioning import Conditioning, Problem, Projection
 from ccdf.utils.tensor import bcast
 
 
@@ -61,6 +61,29 @@ class DPS(Conditioning):
 
     def __repr__(self) -> str:
         return f"DPS(scale={self.scale})"
+
+
+class MCG(DPS, Projection):
+    r"""Manifold-constrained gradient (Chung, Sim, Ryu & Ye, NeurIPS 2022): DPS's gradient step through the
+    network, then CCDF's projection onto the measurement diffused to the new level.
+
+    After the solver's step from x_t to x_s:
+    :math:`x_s \leftarrow P_{y_s}(x_s - \zeta \nabla_{x_t} \|y - A \hat x_0(x_t)\|_2)` — the composition that
+    DPS2022/diffusion-posterior-sampling's ``ManifoldConstraintGradient`` runs (its ``scale`` is zeta). One
+    departure, on purpose: that code diffuses the measurement to the *current* level t before projecting the
+    new state; here it is diffused to the new level s, as :class:`~ccdf.sampling.conditioning.Projection`
+    does for every solver, so that at s = 0 the result is consistent with y exactly.
+
+    Args:
+        scale: zeta of the gradient step.
+    """
+
+    def step(self, x_next, x_t, x0_hat, t, s, problem: Problem, generator):
+        x_next = DPS.step(self, x_next, x_t, x0_hat, t, s, problem, generator)
+        return Projection.step(self, x_next, x_t, x0_hat, t, s, problem, generator)
+
+    def __repr__(self) -> str:
+        return f"MCG(scale={self.scale})"
 
 
 class PiGDM(Conditioning):
