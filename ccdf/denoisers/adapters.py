@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from ccdf.checkpoints import load_net
 from ccdf.denoisers.base import DenoiserOutput
-from ccdf.schedules.base import Schedule, as_time
-from ccdf.utils.tensor import bcast
+from ccdf.schedules.base import Schedule, as_time, memoized
+from ccdf.utils.tensor import bcast, bcast_key
 
 __all__ = ["EpsDenoiser", "VEScoreDenoiser", "load_guided_denoiser", "load_ncsnpp_denoiser"]
 
@@ -70,7 +70,11 @@ class EpsDenoiser(nn.Module):
         return f"schedule={self.schedule!r}, rescale_timesteps={self.rescale_timesteps}"
 
     def timesteps(self, t: Tensor) -> Tensor:
-        """The network's time input for times ``t`` ``[B]``: original-chain indices (long) or rescaled floats."""
+        """The network's time input for times ``t`` ``[B]``: original-chain indices (long) or rescaled floats
+        (once per grid time: the schedule's memo)."""
+        return memoized(self.schedule, ("net_timesteps", self.rescale_timesteps), (t,), self._timesteps)
+
+    def _timesteps(self, t: Tensor) -> Tensor:
         index = self.schedule.to_index(as_time(t))  # type: ignore[attr-defined]
         n = int(self.schedule.num_train_steps)  # type: ignore[attr-defined]
         if bool(((index < 0) | (index >= n)).any()):  # host times: one check, no device sync
@@ -91,8 +95,10 @@ class EpsDenoiser(nn.Module):
             eps, var_frac = out, None
         else:
             raise ValueError(f"net returned {out.shape[1]} channels for a {c}-channel input (expected {c} or {2 * c})")
-        a, s = self.schedule.alpha(t), self.schedule.sigma(t)
-        x0_hat = (x_t - bcast(s, x_t) * eps.to(x_t.dtype)) / bcast(a, x_t)
+        sched = self.schedule
+        a, s = memoized(sched, ("eps_to_x0", *bcast_key(x_t)), (t,),
+                        lambda t: (bcast(sched.alpha(t), x_t), bcast(sched.sigma(t), x_t)))  # fmt: skip
+        x0_hat = (x_t - s * eps.to(x_t.dtype)) / a
         return DenoiserOutput(x0_hat, var_frac)
 
 

@@ -15,15 +15,20 @@ import torch
 from torch import Tensor
 
 from ccdf.denoisers.base import DenoiserOutput
-from ccdf.schedules.base import Schedule
+from ccdf.schedules.base import Schedule, memoized
 from ccdf.utils.rng import Generator, randn_like
-from ccdf.utils.tensor import batch_sq_norm, bcast
+from ccdf.utils.tensor import batch_sq_norm, bcast, bcast_key
 
 StepFn = Callable[..., Tensor]
 VARIANCES = ("beta", "beta_tilde", "learned")
 
 
 def _coefs(schedule: Schedule, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(a_t, s_t, a_s, s_s, sigma_ts^2, beta-tilde), float64, once per pair of grid times (the schedule's memo)."""
+    return memoized(schedule, "step_coefs", (t, s), lambda t, s: _coefs_of(schedule, t, s))
+
+
+def _coefs_of(schedule: Schedule, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     a_t, s_t, a_s, s_s = schedule.alpha(t), schedule.sigma(t), schedule.alpha(s), schedule.sigma(s)
     var_ts = (s_t**2 - (a_t / a_s) ** 2 * s_s**2).clamp(min=0)
     var_post = var_ts * s_s**2 / s_t**2
@@ -51,13 +56,20 @@ def ancestral_step(
     v = 2f - 1 beyond [-1, 1]). The last step (s = 0) returns the mean, with no noise, whatever the
     variance (guided-diffusion's ``p_sample``; it still draws that step's noise, and so does this).
     """
-    a_t, s_t, a_s, s_s, var_ts, var_post = _coefs(schedule, t, s)
-    mean = bcast(a_s * var_ts / s_t**2, x) * out.x0_hat + bcast((a_t / a_s) * s_s**2 / s_t**2, x) * x
-    if variance == "beta":
-        std = bcast(var_ts.sqrt(), x)
-    elif variance == "beta_tilde":
-        std = bcast(var_post.sqrt(), x)
-    elif variance == "learned":
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
+
+    def coefs(t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor | None, bool | None]:
+        a_t, s_t, a_s, s_s, var_ts, var_post = _coefs(schedule, t, s)
+        std = {"beta": var_ts, "beta_tilde": var_post}.get(variance)
+        host = s.ndim == 0 and s.device.type == "cpu"  # a host time (the solvers'): decided on the host, no sync
+        return (bcast(a_s * var_ts / s_t**2, x), bcast((a_t / a_s) * s_s**2 / s_t**2, x),
+                None if std is None else bcast(std.sqrt(), x), bool(s > 0) if host else None)  # fmt: skip
+
+    c_x0, c_x, std, noisy_host = memoized(schedule, ("ancestral", variance, *bcast_key(x)), (t, s), coefs)
+    mean = c_x0 * out.x0_hat + c_x * x
+    if variance == "learned":
+        a_t, s_t, a_s, s_s, var_ts, var_post = _coefs(schedule, t, s)
         if out.var_frac is None:
             raise ValueError("variance='learned' needs a denoiser that predicts the variance (IDDPM learn_sigma)")
         # log beta_tilde is -inf on the last step (s = 0), where guided-diffusion uses its clipped
@@ -67,13 +79,11 @@ def ancestral_step(
         log_hi = bcast(var_ts.clamp(min=1e-300).log(), x)
         log_lo = bcast(var_lo.clamp(min=1e-300).log(), x)
         std = torch.exp(0.5 * (out.var_frac * log_hi + (1 - out.var_frac) * log_lo))
-    else:
-        raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
     z = randn_like(x, generator)  # drawn on the last step too (as guided-diffusion's p_sample does)
+    if noisy_host is not None:
+        return mean + std * z if noisy_host else mean
     s = torch.as_tensor(s)
-    if s.ndim == 0 and s.device.type == "cpu":  # a host time (the solvers'): decided on the host, no sync
-        return mean + std * z if bool(s > 0) else mean
-    noisy = bcast((s > 0).to(var_ts.dtype), x) > 0
+    noisy = bcast((s > 0).to(torch.float64), x) > 0
     return torch.where(noisy, mean + std * z, mean)  # the mean alone on the last step: never inf * 0
 
 
@@ -95,12 +105,18 @@ def ddim_step(
     :math:`\hat\epsilon = (x_t - a_t \hat x_0)/s_t` and :math:`\sigma = \eta\,\tilde\sigma`; eta = 0 is
     deterministic, eta = 1 is DDPM with the beta-tilde variance.
     """
-    a_t, s_t, a_s, s_s, _, var_post = _coefs(schedule, t, s)
-    eps_hat = (x - bcast(a_t, x) * out.x0_hat) / bcast(s_t, x)
-    var_eta = eta**2 * var_post
-    x_s = bcast(a_s, x) * out.x0_hat + bcast((s_s**2 - var_eta).clamp(min=0).sqrt(), x) * eps_hat
+
+    def coefs(t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        a_t, s_t, a_s, s_s, _, var_post = _coefs(schedule, t, s)
+        var_eta = eta**2 * var_post
+        return (bcast(a_t, x), bcast(s_t, x), bcast(a_s, x), bcast((s_s**2 - var_eta).clamp(min=0).sqrt(), x),
+                bcast(var_eta.sqrt(), x))  # fmt: skip
+
+    c_a_t, c_s_t, c_a_s, c_eps, c_z = memoized(schedule, ("ddim", eta, *bcast_key(x)), (t, s), coefs)
+    eps_hat = (x - c_a_t * out.x0_hat) / c_s_t
+    x_s = c_a_s * out.x0_hat + c_eps * eps_hat
     if eta > 0:
-        x_s = x_s + bcast(var_eta.sqrt(), x) * randn_like(x, generator)
+        x_s = x_s + c_z * randn_like(x, generator)
     return x_s
 
 
@@ -134,20 +150,26 @@ def langevin_correct(
       before) moves an update by 20% or more of its size when the parts' norms differ (over 50%
       on the test fixture, whose Im is five times smaller than its Re).
     """
-    a_t, s_t, a_s = schedule.alpha(t), schedule.sigma(t), schedule.alpha(s)
-    score = (bcast(a_t, x) * out.x0_hat - x) / bcast(s_t**2, x)
-    z = randn_like(x, generator)
-    alpha = (a_t / a_s) ** 2
-    if step_size == "sigma":
+    if step_size not in ("sigma", "norm"):
+        raise ValueError(f"unknown corrector step_size {step_size!r}; choose 'sigma' or 'norm'")
+
+    def coefs(t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        a_t, s_t, a_s = schedule.alpha(t), schedule.sigma(t), schedule.alpha(s)
+        alpha = (a_t / a_s) ** 2
+        if step_size != "sigma":
+            return bcast(a_t, x), bcast(s_t**2, x), alpha, None, None
         eps = 2 * alpha * (snr * s_t) ** 2 * torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
-    elif step_size == "norm":
+        return bcast(a_t, x), bcast(s_t**2, x), alpha, bcast(eps, x), bcast((2 * eps).sqrt(), x)
+
+    c_a_t, c_var, alpha, c_eps, c_noise = memoized(schedule, ("langevin", step_size, snr, *bcast_key(x)), (t, s), coefs)
+    score = (c_a_t * out.x0_hat - x) / c_var
+    z = randn_like(x, generator)
+    if step_size == "norm":
         if torch.is_complex(x):  # score-MRI: Re and Im as two images, each with its own step size
             real = langevin_norm_update(x.real, score.real, z.real, alpha, snr)
             return torch.complex(real, langevin_norm_update(x.imag, score.imag, z.imag, alpha, snr))
         return langevin_norm_update(x, score, z, alpha, snr)
-    else:
-        raise ValueError(f"unknown corrector step_size {step_size!r}; choose 'sigma' or 'norm'")
-    return x + bcast(eps, x) * score + bcast((2 * eps).sqrt(), x) * z
+    return x + c_eps * score + c_noise * z
 
 
 def langevin_norm_update(x: Tensor, score: Tensor, z: Tensor, alpha: Tensor, snr: float) -> Tensor:

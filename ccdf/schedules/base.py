@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ccdf.utils.rng import Generator, randn_like
-from ccdf.utils.tensor import bcast
+from ccdf.utils.tensor import bcast, bcast_key
 
 
 @runtime_checkable
@@ -51,15 +51,37 @@ class TimeMemo:
 
     def __call__(self, name: str, t: Tensor | float, fn) -> Tensor:
         t = as_time(t)
+        key = self._key(t)
+        return fn(t) if key is None else self._get((name, key), fn, t)
+
+    def many(self, name, times: tuple[Tensor | float, ...], fn):
+        """``fn(*times)`` kept for a later call with the same ``name`` (any hashable: say a tuple of the
+        settings and the dtype the value depends on) and the same times: a step's coefficients, computed
+        once per pair of grid times instead of once per step."""
+        ts = tuple(as_time(t) for t in times)
+        keys = tuple(self._key(t) for t in ts)
+        return fn(*ts) if None in keys else self._get((name, keys), fn, *ts)
+
+    def _key(self, t: Tensor) -> tuple | None:
         if t.numel() > self.max_numel or t.device.type != "cpu" or t.requires_grad:
-            return fn(t)
-        key = (name, tuple(t.shape), *t.reshape(-1).tolist())
+            return None
+        return ((), t.item()) if t.ndim == 0 else (tuple(t.shape), *t.reshape(-1).tolist())
+
+    def _get(self, key: tuple, fn, *ts: Tensor):
         value = self._values.get(key)
         if value is None:
             if len(self._values) >= self.max_entries:
                 self._values.clear()
-            value = self._values[key] = fn(t)
+            value = self._values[key] = fn(*ts)
         return value
+
+
+def memoized(schedule: Schedule, name, times: tuple[Tensor | float, ...], fn):
+    """``fn(*times)`` through the schedule's :class:`TimeMemo` when it has one (``fn`` as it is otherwise):
+    per-step coefficients of the solvers and data steps, computed once per grid time. The value must not
+    depend on anything but the times and ``name``, and callers must not modify it in place."""
+    memo = getattr(schedule, "_memo", None)
+    return fn(*(as_time(t) for t in times)) if memo is None else memo.many(name, times, fn)
 
 
 def uniform_timesteps(num_steps: int, t_start: float = 1.0) -> Tensor:
@@ -101,4 +123,6 @@ def forward_diffuse(schedule: Schedule, x0: Tensor, t: Tensor | float, generator
         ``x_t``, same shape and dtype as ``x0``.
     """
     eps = randn_like(x0, generator)
-    return bcast(schedule.alpha(t), x0) * x0 + bcast(schedule.sigma(t), x0) * eps
+    a, s = memoized(schedule, ("diffuse", *bcast_key(x0)), (t,),
+                    lambda t: (bcast(schedule.alpha(t), x0), bcast(schedule.sigma(t), x0)))  # fmt: skip
+    return a * x0 + s * eps

@@ -20,6 +20,12 @@ def bcast(v: Tensor | float, x: Tensor) -> Tensor:
     return v.to(dtype=dtype).to(x.device, non_blocking=True).reshape(-1, *([1] * (x.ndim - 1)))
 
 
+def bcast_key(x: Tensor) -> tuple:
+    """What :func:`bcast` of a given value for ``x`` depends on (dtype, rank, batch, device): the part of a memo's key
+    that a coefficient shaped for ``x`` needs besides the times it was computed from."""
+    return x.dtype, x.ndim, x.shape[0], x.device
+
+
 _REAL = {torch.complex64: torch.float32, torch.complex128: torch.float64, torch.complex32: torch.float16}
 
 

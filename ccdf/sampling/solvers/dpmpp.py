@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 
 from ccdf.sampling.solvers.base import Solver
-from ccdf.utils.tensor import bcast
+from ccdf.schedules.base import memoized
+from ccdf.utils.tensor import bcast, bcast_key
 
 
 def _lambda(schedule, t: torch.Tensor) -> torch.Tensor:
@@ -37,19 +38,39 @@ class DPMSolverPP2M(Solver):
         t, s = step.t, step.s
         x_t, out = self.evaluate(denoiser, x, step, cond)
         x0_hat = out.x0_hat
-        a_s, s_t, s_s = schedule.alpha(s), schedule.sigma(t), schedule.sigma(s)
-        if float(s_s) == 0:  # last step: first order, x_0 = x0_hat
+        key = ("dpmpp_2m", *bcast_key(x_t))
+        c_x, c_d, last = memoized(schedule, key, (t, s), lambda t, s: _coefs(schedule, t, s, x_t))
+        if last:  # last step: first order, x_0 = x0_hat
             x_s = x0_hat
         else:
-            h = _lambda(schedule, s) - _lambda(schedule, t)
             d = x0_hat
             prev = history.read("x0_hat", step.idx)
             if prev is not None and not all(step.first):
                 # items that are not new took the common grid's previous step, t_prev -> t
-                r = (_lambda(schedule, t) - _lambda(schedule, step.t_prev)) / h
-                d2 = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * prev.to(x0_hat.dtype)
-                second = torch.tensor([not f for f in step.first]).to(x0_hat.device, non_blocking=True)
-                d = torch.where(second.reshape(-1, *[1] * (x0_hat.ndim - 1)), d2, x0_hat)
-            x_s = bcast(s_s / s_t, x_t) * x_t - bcast(a_s * torch.expm1(-h), x_t) * d
+                c_now, c_prev = memoized(schedule, "dpmpp_2m_r", (step.t_prev, t, s),
+                                         lambda u, t, s: _second_order(schedule, u, t, s))  # fmt: skip
+                d2 = c_now * x0_hat - c_prev * prev.to(x0_hat.dtype)
+                if any(step.first):  # items that joined on this step take the first-order update
+                    second = torch.tensor([not f for f in step.first]).to(x0_hat.device, non_blocking=True)
+                    d = torch.where(second.reshape(-1, *[1] * (x0_hat.ndim - 1)), d2, x0_hat)
+                else:
+                    d = d2
+            x_s = c_x * x_t - c_d * d
         history.write("x0_hat", step.idx, x0_hat.detach(), batch)
         return cond.step(x_s, x_t, x0_hat, t, s, step.problem, step.generator), x0_hat
+
+
+def _coefs(schedule, t: torch.Tensor, s: torch.Tensor, like: torch.Tensor) -> tuple:
+    """(s_s / s_t, a_s (e^{-h} - 1)) shaped for ``like``, and whether s is the last level (s_s = 0)."""
+    a_s, s_t, s_s = schedule.alpha(s), schedule.sigma(t), schedule.sigma(s)
+    if float(s_s) == 0:
+        return None, None, True
+    h = _lambda(schedule, s) - _lambda(schedule, t)
+    return bcast(s_s / s_t, like), bcast(a_s * torch.expm1(-h), like), False
+
+
+def _second_order(schedule, t_prev: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> tuple:
+    """The float64 weights (1 + 1 / (2r), 1 / (2r)) of D, r = h_prev / h."""
+    h = _lambda(schedule, s) - _lambda(schedule, t)
+    r = (_lambda(schedule, t) - _lambda(schedule, t_prev)) / h
+    return 1 + 1 / (2 * r), 1 / (2 * r)
