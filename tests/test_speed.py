@@ -273,6 +273,7 @@ def _tiny_denoiser() -> EpsDenoiser:
     return EpsDenoiser(net, DiscreteVP.linear())
 
 
+@pytest.mark.e2e  # torch.compile tracing, about 6 s (make test-e2e)
 def test_compile_wiring_traces_the_network_and_agrees() -> None:
     """``compile=True`` compiles the network alone (in a copy of the adapter: the denoiser passed in keeps
     its eager net). With the ``aot_eager`` backend (dynamo + AOT autograd, no code generation: seconds on a

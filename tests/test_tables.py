@@ -70,6 +70,7 @@ def test_rows_and_columns_are_read_from_the_experiment_config(tmp_path):
         tables.load_tables(tmp_path)
 
 
+@pytest.mark.e2e  # bash run.sh subprocesses (make test-e2e)
 def test_runner_script_runs_and_shows_any_table(tmp_path):
     import subprocess
 

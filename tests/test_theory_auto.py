@@ -337,6 +337,7 @@ def test_posterior_samples_use_the_runs_sigma_y():
     assert not torch.allclose(out[0], out[1])
 
 
+@pytest.mark.e2e  # the whole app with calibration, about 9 s (make test-e2e)
 def test_app_auto_t0_runs_with_ddnm(tmp_path):
     """``sampler=ddnm sampler.t0=auto`` at tiny size (noisy y: the DDNM+ path) chooses, records and uses t0."""
     run_dir = tmp_path / "run"
