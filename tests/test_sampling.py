@@ -59,7 +59,8 @@ SAMPLERS = {
 
 
 def e2e_unless(names, keep):
-    """``names`` as parameters; those not in ``keep`` run in make test-e2e (every step rule stays in make test once)."""
+    """``names`` as parameters; those not in ``keep`` run in make test-e2e (VE-PC's law is checked in make test by
+    tests/test_theory_mc.py's box_ve_pc case)."""
     return [n if n in keep else pytest.param(n, marks=pytest.mark.e2e) for n in names]
 
 
