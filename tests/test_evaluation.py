@@ -247,6 +247,7 @@ def test_app_scores_fid_kid_lpips_from_local_files_and_names_missing_ones(tmp_pa
     assert "fid" not in m2 and "lpips" not in m2 and m2["psnr"] == m["psnr"]
 
 
+@pytest.mark.e2e  # the demo UNet through the app at two batch sizes (make test-e2e)
 def test_demo_unet_results_are_bit_identical_for_any_batch_size(tmp_path):
     """Item 13 of issue 10: with the demo UNet, batch 3 used to move SSIM in the 8th digit and a PNG
     pixel by one level against batch 1 (batched convolutions round differently). Under

@@ -101,6 +101,7 @@ def test_a_single_mask_file_of_the_wrong_size_is_an_error_naming_it(tmp_path):
         Inpainting.from_file(path, 16)
 
 
+@pytest.mark.e2e  # three in-process app runs (make test-e2e)
 def test_sampler_average_in_the_app_counts_k_nfe_and_is_batch_independent(tmp_path):
     """``sampler.average=3``: NFE per image = 3 N', metrics differ from the single run, and batch sizes
     1 and 3 give the same per-image rows."""

@@ -137,6 +137,7 @@ def test_skip_unreadable_leaves_bad_images_out_with_one_warning(tmp_path, caplog
     assert m["psnr"] == pytest.approx(np.mean([r["psnr"] for r in kept]), rel=1e-12)
 
 
+@pytest.mark.e2e  # several in-process app runs (make test-e2e)
 def test_cache_reuses_only_unchanged_images(tmp_path, caplog):
     """Replace one image under the same name and add one: only those two are computed again, and the
     rows and means equal a fresh run's. Then insert an image that sorts first: every index shifts,

@@ -51,6 +51,7 @@ def test_theory_failure_leaves_nothing(tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.e2e  # the whole report with figures (make test-e2e)
 def test_write_report_small_settings_and_figure_copies(tmp_path):
     out = write_report(
         tmp_path / "run", problems=("eigen",), eps0_per_unknown=(0.1, 1.0), shapes=("iso",), samplers=("ddpm",),
