@@ -123,7 +123,8 @@ def inpainting_split(m: int = 1000, n: int = 64, sigma_y: float = SIGMA_Y) -> li
     lines = [f"Why: {m} Monte Carlo runs on a {n}-pixel periodic Gaussian prior (variance 0.25, correlation rho per "
              f"pixel), 30% of the pixels observed, sigma_y = {sigma_y}, CCDF (DDPM) from the pseudo-inverse, N = 100; "
              "mean squared error per pixel (± s.e.) on the observed and the missing pixels:", "",
-             "| rho | t0 | data step | observed | missing | all | posterior mean (all) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| rho | t0 | data step | observed | missing | all | posterior mean (all) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for rho in (0.77, 0.97):
         cov = 0.25 * rho ** torch.minimum(d, n - d).double()
         mask = (torch.rand(n, generator=torch.Generator().manual_seed(3)) < 0.3).double()
@@ -138,8 +139,9 @@ def inpainting_split(m: int = 1000, n: int = 64, sigma_y: float = SIGMA_Y) -> li
         y = measure(op, x_true, sigma_y, g)
         for t0 in (0.2, 1.0):
             for name, dc in (("project", "project"), ("prox", Prox())):
-                x = sample_ccdf(GaussianDenoiser(prior, schedule), schedule, op, y, op.pinv(y), t0=t0, num_steps=100,
-                                generator=torch.Generator().manual_seed(5), step="ddpm", dc=dc, sigma_y=sigma_y)  # fmt: skip
+                x = sample_ccdf(GaussianDenoiser(prior, schedule), schedule, op, y, op.pinv(y), t0=t0,
+                                num_steps=100, generator=torch.Generator().manual_seed(5), step="ddpm", dc=dc,
+                                sigma_y=sigma_y)  # fmt: skip
                 sq = ((x - x_true) ** 2).flatten(1)
                 parts = [sq[:, mask > 0].mean(1), sq[:, mask == 0].mean(1), sq.mean(1)]
                 cells = [f"{float(p.mean()):.4f} ± {float(p.std()) / np.sqrt(m):.4f}" for p in parts]

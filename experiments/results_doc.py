@@ -28,8 +28,11 @@ SECTIONS = [
     ("noisy_data", "Noisy measurements: proximal step against projection", None),
     ("speed_cpu", "Sampling loop overhead (CPU)", None),
     ("auto_t0", "sampler.t0=auto against fixed t0", None),
-    ("auto_t0_regret", "The regret of sampler.t0=auto on a fine grid",
-     "python experiments/auto_t0.py --fine (options and times: docs/theory.md section 11)"),
+    (
+        "auto_t0_regret",
+        "The regret of sampler.t0=auto on a fine grid",
+        "python experiments/auto_t0.py --fine (options and times: docs/theory.md section 11)",
+    ),
     ("error_law", "The error law on the learned demo prior", "python experiments/error_law.py"),
     ("budget", "One long run or K short ones averaged", "python experiments/budget.py --demo"),
     ("train_vs_mmse", "Does training learn the MMSE denoiser?", None),

@@ -340,6 +340,13 @@ def test_validate_returns_the_modes_typed_settings(tmp_path):
         "model_checkpoint", "export_weights", "sample_grid"]  # fmt: skip
     theory = app.validate(app_cfg(tmp_path, "task=theory", "theory.num_steps=100"))
     assert isinstance(theory, TheorySettings) and theory.num_steps == 100
+    assert theory.contraction["denoisers"] == ["demo_prior", "gaussian"]  # measured by default (theory.json)
+    assert app.validate(app_cfg(tmp_path, "task=theory", "theory.contraction=null")).contraction is None
+    for bad, message in [("theory.contraction.iters=0", "theory.contraction.iters must be an integer >= 1"),
+                         ("theory.contraction=3", "theory.contraction must be a mapping or null"),
+                         ("+theory.contraction.steps=4", r"unknown key\(s\) \['steps'\]")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            app.validate(app_cfg(tmp_path, "task=theory", bad))
 
 
 TRAIN_FAST = ["mode=train", "task=inpaint", "model=unet_small", "dataset=gaussian_field", "dataset.size=16",

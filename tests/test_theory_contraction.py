@@ -62,3 +62,50 @@ def test_power_iteration_on_a_known_matrix_per_item():
     got = power_iteration(f, torch.randn(2, 6, generator=g, dtype=torch.float64), iters=2000, tol=1e-15)
     ref = torch.linalg.matrix_norm(mats, ord=2)
     torch.testing.assert_close(got, ref, rtol=1e-8, atol=0)
+
+
+def test_theory_report_section_on_real_faces_respects_the_gaussian_bound():
+    """theory.json's ``contraction`` (ccdf.theory.report.measured) at a tiny size: for the Gaussian prior of
+    model=gaussian the step's linear part is diagonal in the Fourier basis with eigenvalues m_j(s_k), so the
+    measured factor with the data step, a lower bound of ||(I - P) M_j|| <= max_k m_j(s_k), may not exceed the
+    exact step norm beyond rounding (1e-9 relative, float64). The learned demo prior has no such bound; its
+    factors are finite and positive, and a factor of one denoiser does not depend on the other being measured."""
+    from ccdf.theory.report.measured import measured_contraction
+
+    kw = dict(num_steps=6, every=2, iters=30, tol=1e-10, images=2, size=16, hole=6, double=True)
+    alone = measured_contraction(["gaussian"], **kw)
+    assert alone["level"] == [5, 3, 1] and alone["setting"]["images"] == 2
+    exact = np.asarray(alone["gaussian_exact_step_norm"])[:, None]
+    for block in ("full", "unknown"):
+        gauss = np.asarray(alone["measured"]["gaussian"][block])
+        assert gauss.shape == (3, 2) and np.all(gauss <= exact * (1 + 1e-9)), (block, gauss, exact)
+    assert alone["summary"]["gaussian"]["max_full"] == pytest.approx(np.max(alone["measured"]["gaussian"]["full"]))
+    kw.update(iters=3, images=1)
+    both = measured_contraction(**kw)
+    demo = np.asarray(both["measured"]["demo_prior"]["full"])
+    assert demo.shape == (3, 1) and np.all(np.isfinite(demo)) and np.all(demo > 0)
+    np.testing.assert_allclose(
+        both["measured"]["gaussian"]["full"],
+        measured_contraction(["gaussian"], **kw)["measured"]["gaussian"]["full"],
+        rtol=1e-12,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(denoisers=["demo_prior", "ncsnpp"]), "theory.contraction.denoisers must be"),
+        (dict(iters=0), "theory.contraction.iters must be an integer >= 1"),
+        (dict(images=5), "theory.contraction.images: the bundled evaluation set has 4"),
+        (dict(size=30), "theory.contraction.size must be a multiple of 4"),
+        (dict(hole=32), r"theory.contraction.hole must be in \[1, size = 32\)"),
+        (dict(tol=0.0), "theory.contraction.tol must be positive"),
+        (dict(double="yes"), "theory.contraction.double must be true or false"),
+        (dict(steps=10), r"theory.contraction: unknown key\(s\) \['steps'\]"),
+    ],
+)
+def test_theory_contraction_settings_are_checked_by_name(settings, message):
+    from ccdf.theory.report.measured import check_mapping
+
+    with pytest.raises(ValueError, match=message):
+        check_mapping(settings)

@@ -36,8 +36,18 @@ def test_theory_command_writes_figures_json_and_report(tmp_path):
     box = result["problems"]["box"]
     row = box["tables"]["ddpm"]["iso"]["rows"][2]  # eps0/n_u = 0.1
     assert row["eps0_per_unknown"] == 0.1 and row["t0_opt"] == 0.045
+    # the measured contraction (theory.contraction's defaults): demo prior and Gaussian prior, every 10th level
+    con = result["contraction"]
+    assert con["level"] == [91, 81, 71, 61, 51, 41, 31, 21, 11, 1] and set(con["measured"]) == {
+        "demo_prior",
+        "gaussian",
+    }
+    exact = np.asarray(con["gaussian_exact_step_norm"])[:, None]
+    assert np.all(np.asarray(con["measured"]["gaussian"]["full"]) <= exact * (1 + 1e-5))  # float32
+    assert (run_dir / "contraction_measured.png").read_bytes()[:4] == b"\x89PNG"
     report = (run_dir / "report.md").read_text()
     assert all(f"({name})" in report for name in FIGURES) and "Reproduction of THEORY.md" in report
+    assert "## Measured contraction" in report and "(contraction_measured.png)" in report
     assert "185 of 185" in report or f"{ref['num_pass']} of {ref['num_checks']}" in report
     assert "theory report:" in proc.stdout + proc.stderr
     print(f"python run.py task=theory: {wall:.1f} s wall, {result['seconds']:.1f} s in write_report")

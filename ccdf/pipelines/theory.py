@@ -1,4 +1,5 @@
-"""``mode=theory`` (``python run.py task=theory``): the exact linear-Gaussian report of docs/theory.md."""
+"""``mode=theory`` (``python run.py task=theory``): the exact linear-Gaussian report of docs/theory.md, and
+the measured contraction of the demo prior and the Gaussian prior (``theory.contraction``)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,27 @@ class TheorySettings:
     num_steps: int
     frechet_eps0: list[float]
     figures_to: str | None
+    contraction: dict[str, Any] | None  # ccdf.theory.report.measured.measured_contraction's keywords; None: skip
 
 
 def settings_from(cfg: DictConfig) -> TheorySettings:
     """The report needs no data, model or checkpoint: only the ``theory`` node."""
     check_common(cfg, may_be_missing=None)
     tc = cfg.theory
+    contraction = tc.get("contraction")
+    if contraction is not None:
+        from omegaconf import OmegaConf
+
+        from ccdf.theory.report.measured import check_mapping
+
+        if not isinstance(contraction, DictConfig):
+            raise ValueError(f"theory.contraction must be a mapping or null, got {contraction!r}")
+        contraction = OmegaConf.to_container(contraction, resolve=True)
+        check_mapping(contraction)
     return TheorySettings(
         problems=list(tc.problems), eps0_per_unknown=[float(r) for r in tc.eps0_per_unknown],
         shapes=list(tc.shapes), samplers=list(tc.samplers), num_steps=int(tc.num_steps),
-        frechet_eps0=[float(r) for r in tc.frechet_eps0], figures_to=tc.get("figures_to"),
+        frechet_eps0=[float(r) for r in tc.frechet_eps0], figures_to=tc.get("figures_to"), contraction=contraction,
     )  # fmt: skip
 
 
@@ -46,6 +58,7 @@ def run(settings: TheorySettings, run_dir: Path, written: list[Path], guard: Any
     result = write_report(
         run_dir, problems=s.problems, eps0_per_unknown=s.eps0_per_unknown, shapes=s.shapes, samplers=s.samplers,
         num_steps=s.num_steps, frechet_eps0=s.frechet_eps0, figures_to=s.figures_to, on_write=written.append,
+        contraction=s.contraction,
     )  # fmt: skip
     ref = result["reference"]
     if "checks" in ref:

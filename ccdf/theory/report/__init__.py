@@ -9,8 +9,10 @@ paper's constants and the exact Fréchet distances, and writes, atomically, into
 * ``bound_vs_exact.png``: Theorem 1's bound against the exact two-run distance D;
 * ``contraction_factors.png``: the paper's lambda_i, the true factor m_i(s_max) and ``||A M_i A||``;
 * ``mse_vs_frechet.png``: MSE against the Fréchet distance to the data law / posterior as t0 varies;
-* ``theory.json``: every number (the §6 tables, thresholds, full-run errors, curves, and the
-  reproduction of docs/reference/THEORY.md's reference values with a pass flag);
+* ``contraction_measured.png`` (with ``contraction``): the measured per-step factor of the learned demo prior
+  and the Gaussian prior on real faces (:mod:`~ccdf.theory.report.measured`);
+* ``theory.json``: every number (the §6 tables, thresholds, full-run errors, curves, the
+  reproduction of docs/reference/THEORY.md's reference values with a pass flag, and ``contraction``);
 * ``report.md``: the tables, the figure links and the ours-vs-THEORY table.
 
 Sampler variants (``samplers``): ``ddpm`` is the project's DDPM (sigma_i^2 = beta_i, no noise on the
@@ -22,18 +24,21 @@ unknown pixel (``eps0 / n_u``). THEORY's reference values and their tolerances a
 
 The package: :mod:`~ccdf.theory.report.numbers` (the numbers), :mod:`~ccdf.theory.report.checks`
 (THEORY's reference values, :mod:`ccdf.theory.reference`), :mod:`~ccdf.theory.report.figures`,
-:mod:`~ccdf.theory.report.markdown`; :func:`write_report` here.
+:mod:`~ccdf.theory.report.markdown`, :mod:`~ccdf.theory.report.measured` (the measured contraction);
+:func:`write_report` here.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ccdf.theory.report import measured
 from ccdf.theory.report.numbers import (
     DEFAULT_EPS0,
     PROBLEMS,
@@ -45,6 +50,8 @@ from ccdf.theory.report.numbers import (
     problem_numbers,
 )
 from ccdf.utils.io import atomic_write, write_json
+
+log = logging.getLogger("ccdf")
 
 __all__ = ["FIGURES", "REPORT_FILES", "write_report", "_frechet_centred", "_psd_sqrt"]
 
@@ -72,6 +79,7 @@ def write_report(
     dpi: int = 90,
     figures_to: str | Path | None = None,
     on_write: Callable[[Path], None] | None = None,
+    contraction: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     r"""Compute the theory numbers and write the five figures, ``theory.json`` and ``report.md``.
 
@@ -90,6 +98,9 @@ def write_report(
         dpi: figure resolution.
         figures_to: also copy the figures there as ``theory_<name>.png`` (docs/images), last.
         on_write: called with each path before it is written (the app's clean-up list).
+        contraction: keyword arguments of :func:`ccdf.theory.report.measured.measured_contraction` (the
+            measured per-step contraction of the demo prior and the Gaussian prior: ``theory.json``'s
+            ``contraction`` and ``contraction_measured.png``); None skips it.
 
     Returns:
         The content of ``theory.json`` (plus ``files``: the written paths).
@@ -98,7 +109,7 @@ def write_report(
         return _write_report(
             out_dir, problems=problems, eps0_per_unknown=eps0_per_unknown, shapes=shapes, samplers=samplers,
             num_steps=num_steps, frechet_eps0=frechet_eps0, frechet_points=frechet_points, mu=mu, dpi=dpi,
-            figures_to=figures_to, on_write=on_write,
+            figures_to=figures_to, on_write=on_write, contraction=contraction,
         )  # fmt: skip
 
 
@@ -114,8 +125,10 @@ def _one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
-def _validate(problems, eps0_per_unknown, shapes, samplers, frechet_eps0, num_steps, mu) -> None:
+def _validate(problems, eps0_per_unknown, shapes, samplers, frechet_eps0, num_steps, mu, contraction) -> None:
     """Clear errors for bad settings, before anything is computed or written."""
+    if contraction is not None:
+        measured.check_mapping(contraction)
     if not problems or any(p not in PROBLEMS for p in problems):
         raise ValueError(f"problems must be a non-empty subset of {tuple(PROBLEMS)}, got {problems}")
     if any(k not in SHAPES for k in shapes) or not shapes:
@@ -146,10 +159,11 @@ def _write_report(
     dpi: int,
     figures_to: str | Path | None,
     on_write: Callable[[Path], None] | None,
+    contraction: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     tic = time.perf_counter()
     problems = tuple(problems)
-    _validate(problems, eps0_per_unknown, shapes, samplers, frechet_eps0, num_steps, mu)
+    _validate(problems, eps0_per_unknown, shapes, samplers, frechet_eps0, num_steps, mu, contraction)
     from ccdf.schedules import DiscreteVP
     from ccdf.theory.report.checks import reference_checks
 
@@ -182,10 +196,12 @@ def _write_report(
         result["reference"] = reference_checks(schedule, num_steps, arrays)
     else:
         result["reference"] = {"skipped": f"THEORY's values are for N = 1000 (got num_steps={num_steps})"}
+    if contraction is not None:
+        result["contraction"] = measured.measured_contraction(**contraction, progress=log.info)
     files = _write_files(Path(out_dir), result, arrays, numbers, eps0_grid, schedule, num_steps, dpi, tic, on_write)
     if figures_to is not None:
         dest = Path(figures_to)
-        for f in FIGURES:
+        for f in FIGURES + ((measured.FIGURE,) if contraction is not None else ()):
             src = Path(out_dir) / f
             atomic_write(dest / f"theory_{f}", lambda tmp, src=src: shutil.copyfile(src, tmp))
     result["files"] = [str(p) for p in files]
@@ -208,6 +224,8 @@ def _write_files(out_dir: Path, result, arrays, numbers, eps0_grid, schedule, nu
         return path
 
     files = write_figures(arrays, numbers, eps0_grid, schedule, num_steps, [target(f) for f in FIGURES], dpi)
+    if "contraction" in result:
+        files.append(measured.write_figure(result["contraction"], target(measured.FIGURE), dpi))
     result["seconds"] = round(time.perf_counter() - tic, 2)
     files.append(write_json(target("theory.json"), result))
     md = markdown(result, FIGURES)

@@ -34,6 +34,10 @@ def markdown(result: dict[str, Any], figures: Sequence[str]) -> str:
     lines.append("")
     for num in result["problems"].values():
         lines += _problem_section(num)
+    if "contraction" in result:
+        from ccdf.theory.report.measured import markdown_section
+
+        lines += markdown_section(result["contraction"])
     lines += _reference_section(result.get("reference"))
     return "\n".join(lines) + "\n"
 
