@@ -1,6 +1,6 @@
 """`sampler.t0=auto` against fixed start times on the embedded models (issue #6, item 5).
 
-    python experiments/auto_t0.py            # 14 minutes on 2 busy CPU cores (results cached for re-runs)
+    python experiments/auto_t0.py            # minutes on 2 CPU cores (results cached for re-runs)
     python experiments/auto_t0.py --only inpaint sr4
     python experiments/auto_t0.py --fine --only inpaint inpaint_box sr4 demo_inpaint demo_inpaint_box demo_sr4
         # the regret table (issue 15, item 3): auto against the best t0 of the fine grid FINE
@@ -18,9 +18,8 @@ per-image results are cached in outputs/auto_t0/cache, so a second invocation on
 With ``--fine`` the fixed pass uses the fine grid FINE (11 start times, 222 network evaluations per
 image) and the script reports the **regret** of auto: the best grid t0's mean PSNR minus auto's
 (positive: auto loses), and the same against each image's own best grid t0 (an oracle that no
-rule can beat), in experiments/results/auto_t0_regret.{md,json}. ``--max-images`` limits every
-setting to its first images (the learned prior costs about 1 s per network evaluation of a 128 x 128
-image on a busy 2-core CPU).
+rule can beat), in experiments/results/auto_t0_regret.{md,json}: the six settings above (not mri) take
+13 minutes on an otherwise idle 2-core CPU. ``--max-images`` limits every setting to its first images.
 """
 
 from __future__ import annotations

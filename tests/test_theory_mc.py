@@ -9,16 +9,12 @@ implementation fails a single check with probability 7e-6; wrong coefficients gi
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from ccdf.denoisers import DenseGaussianPrior, GaussianDenoiser
-from ccdf.operators import Inpainting, measure
-from ccdf.sampling import sample_ccdf
 from ccdf.schedules import VE, DiscreteVP
 from ccdf.theory import error_shape, make_problem, propagate
-from tests.helpers import gen, periodic_cov
+from tests.helpers import assert_monte_carlo_matches, periodic_cov
 
 Z = 4.5
 N_PIX = 16
@@ -63,38 +59,12 @@ def test_propagation_matches_monte_carlo(name):
     )
     mask = _box_mask() if case["mask"] == "box" else (torch.arange(N_PIX) % 3 == 0).double()
     sigma_y = case.get("sigma_y", 0.0)
-    mean = torch.linspace(-0.3, 0.3, N_PIX, dtype=torch.float64)  # preserved by every map: E does not depend on it
-    prior = DenseGaussianPrior(mean, cov, (1, 1, N_PIX))
-    op = Inpainting(mask.reshape(1, N_PIX))
     problem = make_problem(cov.numpy(), mask=mask.numpy(), sigma_y=sigma_y)
     assert problem.commuting == (case["cov"] == "diag")
     b = error_shape(problem, "iso")
     eps0 = EPS0_PER_PIXEL * problem.n_u
     exact = propagate(problem, schedule, NUM_STEPS, error_shapes=[b], **case["kw"])
-
-    g = gen(11)
-    k = len(T0S)
-    x_true = prior.sample(k * M, g)
-    e = (torch.randn(k * M, b.shape[1], generator=g, dtype=torch.float64) @ torch.from_numpy(b).T) * eps0**0.5
-    y = measure(op, x_true, sigma_y, g)
-    x_init = torch.cat([x_true + e.reshape(x_true.shape), x_true])  # second half: the run of D from x_true
-    t0 = torch.tensor(T0S, dtype=torch.float64).repeat_interleave(M).repeat(2)
-    x = sample_ccdf(
-        GaussianDenoiser(prior, schedule),
-        schedule,
-        op,
-        torch.cat([y, y]),
-        x_init,
-        t0=t0,
-        num_steps=NUM_STEPS,
-        generator=g,
-        **case["kw"],
-    )
-    x1, x2 = x[: k * M].reshape(k, M, -1), x[k * M :].reshape(k, M, -1)
-    err = ((x1 - x_true.reshape(k, M, -1)) ** 2).sum(-1)
-    dist = ((x1 - x2) ** 2).sum(-1)
-    for i, t in enumerate(T0S):
-        j = round(t * NUM_STEPS)
-        for what, sample, ref in [("E", err[i], exact.error(eps0)[j]), ("D", dist[i], exact.distance(eps0)[j])]:
-            z = (float(sample.mean()) - ref) / (float(sample.std()) / np.sqrt(M))
-            assert abs(z) <= Z, f"{name} t0={t} {what}: MC {float(sample.mean()):.4f} exact {ref:.4f} z={z:.2f}"
+    assert_monte_carlo_matches(
+        exact, cov=cov, mask=mask, schedule=schedule, b=b, eps0=eps0, sigma_y=sigma_y, t0s=T0S, m=M,
+        num_steps=NUM_STEPS, seed=11, z_max=Z, label=name, **case["kw"],
+    )  # fmt: skip

@@ -18,15 +18,14 @@ import pytest
 import torch
 
 from ccdf.denoisers import DenseGaussianPrior, GaussianDenoiser
-from ccdf.operators import Inpainting, measure
-from ccdf.sampling import sample_ccdf
+from ccdf.operators import Inpainting
 from ccdf.sampling.conditioning import NoConditioning, Projection, Prox
 from ccdf.sampling.guidance import DPS, PiGDM
 from ccdf.sampling.solvers import DDNM, DiffPIR, DPMSolverPP2M, StepSolver
 from ccdf.schedules import DiscreteVP
 from ccdf.theory import error_shape, make_problem, propagate
 from ccdf.theory.solvers import propagate_solver
-from tests.helpers import gen, periodic_cov
+from tests.helpers import assert_monte_carlo_matches, gen, periodic_cov
 
 Z = 4.5
 N_PIX = 16
@@ -70,28 +69,10 @@ def test_solver_propagation_matches_monte_carlo(name):
     eps0 = EPS0_PER_PIXEL * problem.n_u
     exact = propagate_solver(problem, schedule, NUM_STEPS, case["solver"](), case["dc"](), error_shapes=[b])
 
-    mean = torch.linspace(-0.3, 0.3, N_PIX, dtype=torch.float64)  # kept by every map: E does not depend on it
-    prior = DenseGaussianPrior(mean, cov, (1, 1, N_PIX))
-    op = Inpainting(mask.reshape(1, N_PIX))
-    g = gen(23)
-    k = len(T0S)
-    x_true = prior.sample(k * M, g)
-    e = (torch.randn(k * M, b.shape[1], generator=g, dtype=torch.float64) @ torch.from_numpy(b).T) * eps0**0.5
-    y = measure(op, x_true, sigma_y, g)
-    x_init = torch.cat([x_true + e.reshape(x_true.shape), x_true])  # second half: the run of D from x_true
-    t0 = torch.tensor(T0S, dtype=torch.float64).repeat_interleave(M).repeat(2)
-    x = sample_ccdf(
-        GaussianDenoiser(prior, schedule), schedule, op, torch.cat([y, y]), x_init, t0=t0, num_steps=NUM_STEPS,
-        solver=case["solver"](), dc=case["dc"](), sigma_y=sigma_y, generator=g,
+    assert_monte_carlo_matches(
+        exact, cov=cov, mask=mask, schedule=schedule, b=b, eps0=eps0, sigma_y=sigma_y, t0s=T0S, m=M,
+        num_steps=NUM_STEPS, seed=23, z_max=Z, label=name, solver=case["solver"](), dc=case["dc"](),
     )  # fmt: skip
-    x1, x2 = x[: k * M].reshape(k, M, -1), x[k * M :].reshape(k, M, -1)
-    err = ((x1 - x_true.reshape(k, M, -1)) ** 2).sum(-1)
-    dist = ((x1 - x2) ** 2).sum(-1)
-    for i, t in enumerate(T0S):
-        j = round(t * NUM_STEPS)
-        for what, sample, ref in [("E", err[i], exact.error(eps0)[j]), ("D", dist[i], exact.distance(eps0)[j])]:
-            z = (float(sample.mean()) - ref) / (float(sample.std()) / np.sqrt(M))
-            assert abs(z) <= Z, f"{name} t0={t} {what}: MC {float(sample.mean()):.4f} exact {ref:.4f} z={z:.2f}"
 
 
 @pytest.mark.parametrize(
