@@ -12,9 +12,14 @@ super-resolution) and a device, each repeat times, in alternating order:
 * ``bare``: the same number of forwards of the network alone on a fixed input.
 
 The overhead is the median over repeats of loop / bare - 1 (paired per repeat, so a load change on
-shared cores hits both). Also printed: ms per image per network evaluation, peak memory (CUDA:
-``max_memory_allocated``; CPU: the process's peak resident set), the load average. ``--json``
-writes everything (default: experiments/results/bench/<case>.json).
+shared cores hits both), printed with its interquartile range over repeats: on a shared or virtual
+machine that range is several points wide. On the CPU the loop's runs also time the network's forwards
+inside the loop (forward hooks), and the rest of the loop's time is printed as ``own``: the loop's own
+work per network evaluation, as a share of the network's time in the same run. It is measured within one
+run, so other jobs' noise largely cancels; what it leaves out is any slowdown of the network inside the
+loop (``net_in_loop_vs_bare`` in the JSON, as noisy as the overhead). Also printed: ms per image per
+network evaluation, peak memory (CUDA: ``max_memory_allocated``; CPU: the process's peak resident set),
+the load average. ``--json`` writes everything (default: experiments/results/bench/<case>.json).
 
 ``--suite device`` runs the GPU sweep of ``experiments/device_bench.sh`` in one process (FFHQ-256
 UNet at batch 1/16/64 in fp32, bf16 and compiled; DPS's backward at batch 1/16; the projected wall
@@ -130,6 +135,7 @@ def bench_case(
                     solver=solver_obj, dc=cond, generator=gens)  # fmt: skip
 
     bare = None
+    network = None
     if net != "gaussian":
         network = den.network if isinstance(den, FastDenoiser) else base.net
         ctx = den.context if isinstance(den, FastDenoiser) else (lambda _: contextlib.nullcontext())
@@ -157,18 +163,26 @@ def bench_case(
     warmup = time.perf_counter() - tic
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    loop_s, bare_s, loop_cpu, bare_cpu = [], [], [], []
+    loop_s, bare_s, loop_cpu, bare_cpu, net_s = [], [], [], [], []
+    # the network's own time inside the loop (CPU: forward hooks, attached during the loop's runs only); the rest of
+    # the loop's time is its own work, measured in the same run and so far less noisy than loop / bare
+    split = network is not None and dev.type == "cpu" and not compile
     for r in range(repeats):
         order = (loop, bare) if r % 2 == 0 else (bare, loop)
         for fn in order:
             if fn is None:
                 continue
+            timer = _NetTimer(network) if fn is loop and split else contextlib.nullcontext()
             _sync(dev)
-            tic, cpu = time.perf_counter(), time.process_time()
-            fn()
-            _sync(dev)
-            (loop_s if fn is loop else bare_s).append(time.perf_counter() - tic)
+            with timer:
+                tic, cpu = time.perf_counter(), time.process_time()
+                fn()
+                _sync(dev)
+                elapsed = time.perf_counter() - tic
+            (loop_s if fn is loop else bare_s).append(elapsed)
             (loop_cpu if fn is loop else bare_cpu).append(time.process_time() - cpu)
+            if fn is loop and split:
+                net_s.append(timer.seconds)
     res: dict[str, Any] = dict(
         net=net, size=size, batch=batch, solver=solver, dc=dc, steps=steps, nfe=nfe, repeats=repeats,
         device=str(dev), precision=precision, channels_last=channels_last, compiled=compile, per_item=per_item,
@@ -176,8 +190,15 @@ def bench_case(
         warmup_s=warmup, loop_s=loop_s, bare_s=bare_s, loop_median_s=statistics.median(loop_s),
         ms_per_image_nfe=statistics.median(loop_s) / (batch * nfe) * 1e3, peak_memory_mib=peak_memory_mib(dev),
     )  # fmt: skip
+    if net_s:
+        own = [(a - n) / n for a, n in zip(loop_s, net_s, strict=True)]
+        res.update(net_in_loop_s=net_s, own_overhead=statistics.median(own),
+                   own_ms_per_nfe=statistics.median([(a - n) / nfe * 1e3 for a, n in zip(loop_s, net_s, strict=True)]),
+                   net_in_loop_vs_bare=statistics.median(net_s) / statistics.median(bare_s) - 1)  # fmt: skip
     if bare_s:
         ratios = [a / b - 1 for a, b in zip(loop_s, bare_s, strict=True)]
+        quart = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        res["overhead_quartiles"] = [quart[0], quart[2]]
         if dev.type == "cpu":  # CPU time of this process: what the loop costs, whatever else shares the cores
             res["overhead_cpu_time"] = statistics.median([a / b - 1 for a, b in zip(loop_cpu, bare_cpu, strict=True)])
         res.update(bare_median_s=statistics.median(bare_s), overhead=statistics.median(ratios),
@@ -186,10 +207,34 @@ def bench_case(
     return res
 
 
+class _NetTimer:
+    """Adds up the wall time of a module's forwards while active (a pre- and a post-forward hook)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module, self.seconds, self._tic, self._hooks = module, 0.0, 0.0, []
+
+    def __enter__(self) -> _NetTimer:
+        def pre(*_: Any) -> None:
+            self._tic = time.perf_counter()
+
+        def post(*_: Any) -> None:
+            self.seconds += time.perf_counter() - self._tic
+
+        self._hooks = [self.module.register_forward_pre_hook(pre), self.module.register_forward_hook(post)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
 def describe(res: dict[str, Any]) -> str:
     over = f"overhead {100 * res['overhead']:+6.2f}%" if "overhead" in res else "overhead    n/a"
-    if "overhead_cpu_time" in res:
-        over += f" (cpu time {100 * res['overhead_cpu_time']:+6.2f}%)"
+    if "overhead_quartiles" in res:
+        lo, hi = res["overhead_quartiles"]
+        over += f" [IQR {100 * lo:+.1f}..{100 * hi:+.1f}]"
+    if "own_overhead" in res:
+        over += f" own {100 * res['own_overhead']:+5.2f}% ({res['own_ms_per_nfe']:.3f} ms/NFE)"
     flags = res["precision"] + (" compiled" if res["compiled"] else "") + (" per-item" if res["per_item"] else "")
     return (f"{res['net']:10s} {res['size']:4d}px b{res['batch']:<3d} {res['solver']:9s} {res['dc']:7s} {flags:18s} "
             f"NFE {res['nfe']:3d}  loop {res['loop_median_s'] * 1e3:9.2f} ms  {over}  "

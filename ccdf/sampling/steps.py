@@ -80,8 +80,8 @@ def ancestral_step(
         log_lo = bcast(var_lo.clamp(min=1e-300).log(), x)
         std = torch.exp(0.5 * (out.var_frac * log_hi + (1 - out.var_frac) * log_lo))
     z = randn_like(x, generator)  # drawn on the last step too (as guided-diffusion's p_sample does)
-    if noisy_host is not None:
-        return mean + std * z if noisy_host else mean
+    if noisy_host is not None:  # z is this step's own: scaled and added in place (mean + std z, the same bits)
+        return z.mul_(std).add_(mean) if noisy_host else mean
     s = torch.as_tensor(s)
     noisy = bcast((s > 0).to(torch.float64), x) > 0
     return torch.where(noisy, mean + std * z, mean)  # the mean alone on the last step: never inf * 0
@@ -162,14 +162,16 @@ def langevin_correct(
         return bcast(a_t, x), bcast(s_t**2, x), alpha, bcast(eps, x), bcast((2 * eps).sqrt(), x)
 
     c_a_t, c_var, alpha, c_eps, c_noise = memoized(schedule, ("langevin", step_size, snr, *bcast_key(x)), (t, s), coefs)
-    score = (c_a_t * out.x0_hat - x) / c_var
+    score = c_a_t * out.x0_hat
+    score = score.sub_(x).div_(c_var) if not score.requires_grad else (score - x) / c_var  # (a x0 - x) / s^2
     z = randn_like(x, generator)
     if step_size == "norm":
         if torch.is_complex(x):  # score-MRI: Re and Im as two images, each with its own step size
             real = langevin_norm_update(x.real, score.real, z.real, alpha, snr)
             return torch.complex(real, langevin_norm_update(x.imag, score.imag, z.imag, alpha, snr))
         return langevin_norm_update(x, score, z, alpha, snr)
-    return x + c_eps * score + c_noise * z
+    # x + eps score + sqrt(2 eps) z, the same operations in the same order, with fewer temporaries
+    return (c_eps * score).add_(x).add_(z.mul_(c_noise))
 
 
 def langevin_norm_update(x: Tensor, score: Tensor, z: Tensor, alpha: Tensor, snr: float) -> Tensor:

@@ -58,14 +58,22 @@ class TimeMemo:
         """``fn(*times)`` kept for a later call with the same ``name`` (any hashable: say a tuple of the
         settings and the dtype the value depends on) and the same times: a step's coefficients, computed
         once per pair of grid times instead of once per step."""
-        ts = tuple(as_time(t) for t in times)
-        keys = tuple(self._key(t) for t in ts)
-        return fn(*ts) if None in keys else self._get((name, keys), fn, *ts)
+        ts, keys = [], []
+        for t in times:  # a plain loop: this runs several times per network evaluation
+            t = as_time(t)
+            key = self._key(t)
+            if key is None:
+                return fn(*ts, t, *(as_time(u) for u in times[len(ts) + 1 :]))
+            ts.append(t)
+            keys.append(key)
+        return self._get((name, tuple(keys)), fn, *ts)
 
-    def _key(self, t: Tensor) -> tuple | None:
-        if t.numel() > self.max_numel or t.device.type != "cpu" or t.requires_grad:
+    def _key(self, t: Tensor) -> tuple | float | None:
+        if not t.is_cpu or t.requires_grad:
             return None
-        return ((), t.item()) if t.ndim == 0 else (tuple(t.shape), *t.reshape(-1).tolist())
+        if t.ndim == 0:  # a grid time: its value is the key (1-d times get a tuple that starts with the shape)
+            return t.item()
+        return (tuple(t.shape), *t.reshape(-1).tolist()) if t.numel() <= self.max_numel else None
 
     def _get(self, key: tuple, fn, *ts: Tensor):
         value = self._values.get(key)
@@ -125,4 +133,4 @@ def forward_diffuse(schedule: Schedule, x0: Tensor, t: Tensor | float, generator
     eps = randn_like(x0, generator)
     a, s = memoized(schedule, ("diffuse", *bcast_key(x0)), (t,),
                     lambda t: (bcast(schedule.alpha(t), x0), bcast(schedule.sigma(t), x0)))  # fmt: skip
-    return a * x0 + s * eps
+    return (a * x0).add_(eps.mul_(s))  # a x0 + s eps (eps is this call's own draw)
