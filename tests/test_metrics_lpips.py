@@ -134,3 +134,13 @@ def test_random_lpips_builds_without_weights():
         assert torch.equal(lin.model[-1].weight, heads[f"lin{i}.model.1.weight"])
     with pytest.raises(ValueError, match="net must be one of"):
         LPIPS("squeeze")
+
+
+def test_a_torchmetrics_without_its_private_lpips_is_named(monkeypatch):
+    """ccdf reads torchmetrics' private LPIPS module (_NoTrainLpips and the heads beside it): a release that moves
+    it gives an error naming the version and the way out, not an AttributeError deep inside."""
+    from torchmetrics.functional.image import lpips as tm
+
+    monkeypatch.delattr(tm, "_NoTrainLpips")
+    with pytest.raises(RuntimeError, match=r"torchmetrics .* has no _NoTrainLpips .* eval.lpips=false"):
+        LPIPS("alex")

@@ -33,8 +33,16 @@ NETS = {"alex": "alexnet", "vgg": "vgg16"}  # LPIPS net -> WEIGHT_FILES key (tor
 
 def _torchmetrics_lpips(net: str) -> nn.Module:
     """torchmetrics' ``_NoTrainLpips(net=net)`` with its bundled heads and a PyTorch-default-initialised backbone."""
+    import torchmetrics
     from torchmetrics.functional.image import lpips as tm
 
+    missing = [name for name in ("_NoTrainLpips", "_LPIPS", "ScalingLayer") if not hasattr(tm, name)]
+    if missing:  # private names: a torchmetrics release may move them
+        raise RuntimeError(
+            f"LPIPS: torchmetrics {torchmetrics.__version__} has no {', '.join(missing)} in "
+            "torchmetrics.functional.image.lpips (ccdf reads its network and bundled heads from there; tested with "
+            "torchmetrics 1.0-1.9). Install a torchmetrics 1.x release, or run with eval.lpips=false."
+        )
     with torch.device("meta"):  # skip allocating and initialising torchvision's large classifier
         model = tm._NoTrainLpips(pretrained=False, net=net, pnet_rand=True)
     model = model.to_empty(device="cpu")
@@ -43,6 +51,9 @@ def _torchmetrics_lpips(net: str) -> nn.Module:
         if isinstance(module, nn.Conv2d):
             module.reset_parameters()
     heads = Path(inspect.getfile(tm._LPIPS)).parent / "lpips_models" / f"{net}.pth"  # the file torchmetrics loads
+    if not heads.is_file():
+        raise FileNotFoundError(f"LPIPS: the linear heads {heads} are not in the installed torchmetrics wheel; "
+                                "reinstall torchmetrics 1.x, or run with eval.lpips=false")  # fmt: skip
     state = torch.load(heads, map_location="cpu", weights_only=True)
     for i, lin in enumerate(model.lins):
         lin.model[-1].weight.copy_(state[f"lin{i}.model.1.weight"])
