@@ -13,10 +13,20 @@ from tests.helpers import CONF, applies, compose_cfg, periodic_cov
 SAMPLERS = sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))
 
 
-@pytest.mark.parametrize(
-    "task,sampler",
-    [(t, s) for t in ("sr4", "inpaint", "mri", "mri_multicoil") for s in SAMPLERS if applies(t, s, "pinv")],
-)
+def _noisy_cases():
+    """Every (task, sampler) pair; make test keeps a covering subset (each sampler and each task at least once,
+    greedily in this order), make test-e2e runs the rest."""
+    seen: set[str] = set()
+    for t in ("sr4", "inpaint", "mri", "mri_multicoil"):
+        for s in SAMPLERS:
+            if not applies(t, s, "pinv"):
+                continue
+            new = {f"task:{t}", f"sampler:{s}"} - seen
+            seen |= new
+            yield pytest.param(t, s, marks=() if new else pytest.mark.e2e, id=f"{t}-{s}")
+
+
+@pytest.mark.parametrize("task,sampler", list(_noisy_cases()))
 def test_every_sampler_runs_with_noisy_measurements(task, sampler):
     """sigma_y = 0.05 reaches the sampler (the prox data step, DDNM+, ...) and the result is finite and
     closer to the truth than the measurement's own noise would allow without any data (sanity bound)."""
