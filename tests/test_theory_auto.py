@@ -27,7 +27,7 @@ from ccdf.theory.auto import (
     posterior_variance_sum,
     unknown_diagonal,
 )
-from tests.helpers import compose_cfg, run_app
+from tests.helpers import FAST, compose_cfg, reconstruct, run_app
 
 N = 1000
 SHAPES = ("iso", "top", "bottom")
@@ -165,6 +165,27 @@ def test_given_scalars_follow_the_rule(sched):
         choose_t0(sched, N, err2=0.1, post_var=0.1, unknown_diag=np.zeros(3))
     with pytest.raises(ValueError, match=">= 0"):
         choose_t0(sched, N, err2=np.array([-1.0, 1.0]), post_var=np.ones(2))
+
+
+def test_choice_for_the_mean_of_k_runs(tmp_path, sched):
+    """sampler.t0=auto with sampler.average=K chooses t0 for the K-average (its run-to-run spread falls by K):
+    choose_t0(runs=K) predicts the closed form of the K-average and a t0 at least as large as for one run, and
+    the app passes sampler.average through (metrics.json's auto_t0.runs; given estimates, no calibration)."""
+    from ccdf.theory.closed_form import ideal_terms
+
+    d = np.array([1.0, 1.0, 0.0, 0.0])
+    one = choose_t0(sched, N, err2=0.25, post_var=0.05, unknown_diag=d)
+    four = choose_t0(sched, N, err2=0.25, post_var=0.05, unknown_diag=d, runs=4)
+    assert one.runs == 1 and four.runs == 4 and four.t0 > one.t0 and four.predicted_mse < one.predicted_mse
+    expect = float(np.sum(ideal_terms(np.full(2, 0.1), np.full(2, 0.5), four.sigma2, "ddpm", 4))) / 4
+    assert four.predicted_mse == pytest.approx(expect, rel=1e-12)
+    with pytest.raises(ValueError, match="sampler.average"):
+        choose_t0(sched, N, err2=0.25, post_var=0.05, runs=0)
+    given = ["sampler.t0=auto", "auto_t0.init_mse=0.04", "auto_t0.post_var=0.01"]
+    m1 = reconstruct(tmp_path, "k1", *given, base=("task=inpaint", *FAST[:2], *FAST[3:]))
+    m3 = reconstruct(tmp_path, "k3", *given, "sampler.average=3", base=("task=inpaint", *FAST[:2], *FAST[3:]))
+    assert m1["auto_t0"]["runs"] == 1 and m3["auto_t0"]["runs"] == 3
+    assert m3["t0"] == m3["auto_t0"]["t0"] >= m1["t0"]
 
 
 def test_unknown_share_of_each_direction():

@@ -102,7 +102,7 @@ def choose_t0(auto: AutoT0Settings, comps: Any, sampler: Spec, *, seed: int, sig
             comps.denoiser, comps.schedule, comps.operator, comps.initializer, data,
             num_steps=int(sampler["num_steps"]), calib_images=auto.calib_images, estimate_steps=auto.estimate_steps,
             init_mse=auto.init_mse, post_var=auto.post_var, seed=seed, sigma_y=sigma_y, batch_size=batch_size,
-            sampler_kwargs=sampler_kwargs, basis=auto.basis, device=device,
+            sampler_kwargs=sampler_kwargs, basis=auto.basis, device=device, runs=int(sampler.get("average") or 1),
         )  # fmt: skip
     finally:
         for module in modules:
@@ -110,9 +110,10 @@ def choose_t0(auto: AutoT0Settings, comps: Any, sampler: Spec, *, seed: int, sig
     sampler = {**sampler, "t0": choice.t0}
     comps.sampler = instantiate_node(sampler, "sampler")
     log.info(
-        "auto t0 = %g (N' = %d of %d%s): initializer error %.4g and posterior variance %.4g per element "
+        "auto t0 = %g (N' = %d of %d%s%s): initializer error %.4g and posterior variance %.4g per element "
         "(%s, %s; %s basis, %d calibration images, %.1f s); predicted MSE %.4g (no diffusion %.4g)",
         choice.t0, choice.num_reverse_steps, choice.num_steps,
+        "" if choice.runs == 1 else f", for the mean of {choice.runs} runs",
         "" if choice.helps else ", diffusion not predicted to help",
         choice.init_mse, choice.post_var, choice.source["init_mse"], choice.source["post_var"], choice.basis,
         choice.calib_images, choice.seconds, choice.predicted_mse, choice.predicted_mse_no_diffusion,

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ccdf.operators.base import Operator, measure
-from ccdf.theory.closed_form import SAMPLERS, optimal_t0
+from ccdf.theory.closed_form import SAMPLERS, ideal_terms, optimal_t0
 from ccdf.theory.directions import (  # noqa: F401 (direction_energy, null_component: exported here too)
     BASES,
     direction_energy,
@@ -69,6 +69,7 @@ class AutoT0:
         unknown_fraction: mean of ``d(p)``, the unknown part's share of the elements.
         sampler: the closed form used, ``"ddpm"`` or ``"ddim"``.
         basis: the directions, ``"fourier"`` or ``"pixel"`` (``"given"`` for :func:`choose_t0`).
+        runs: K, the number of averaged runs the choice is for (``sampler.average``; 1: a single run).
         source: ``{"init_mse": "calibration" | "given", "post_var": ...}``.
         calib_images: calibration images used (0 when both values were given).
         estimate_steps: N of the posterior-sample grid (None when ``post_var`` was given).
@@ -87,6 +88,7 @@ class AutoT0:
     unknown_fraction: float
     sampler: str
     basis: str
+    runs: int = 1
     source: dict[str, str] = field(default_factory=dict)
     calib_images: int = 0
     estimate_steps: int | None = None
@@ -276,6 +278,7 @@ def choose_t0(
     post_var: Any,
     unknown_diag: Any = None,
     sampler: str = "ddpm",
+    runs: int = 1,
 ) -> AutoT0:
     r"""The MSE-optimal t0 from per-direction (or scalar) estimates (docs/reference/THEORY.md §3, directions
     independent).
@@ -291,6 +294,8 @@ def choose_t0(
         unknown_diag: ``d_k`` of the same shape (None: every direction fully unknown; this is how an
             exact posterior spectrum is passed, with its eigen-directions as the directions).
         sampler: ``"ddpm"`` or ``"ddim"`` closed form.
+        runs: K: choose t0 for the mean of K independent runs (``sampler.average=K``), whose run-to-run
+            spread averages down (:func:`ccdf.theory.closed_form.ideal_terms`); the best t0 grows with K.
 
     Returns:
         :class:`AutoT0` (``source`` and the calibration fields left empty).
@@ -311,15 +316,13 @@ def choose_t0(
     e2n, sn = e2[keep] / dk, s[keep] / dk
     floor = max(float(sn.mean()) * 1e-6, 1e-20)
     sn = np.maximum(sn, floor)
-    choice = optimal_t0(schedule, num_steps, sn, e2n, sampler)
+    choice = optimal_t0(schedule, num_steps, sn, e2n, sampler, runs=runs)
     numel = d.size
 
     def mse(sigma2: float) -> float:  # sum_k d_k E(s_k/d_k, e_k^2/d_k) / numel
         if sigma2 <= 0:
             return float(e2.sum() / numel)
-        u = sn / (sn + sigma2)
-        per = u**2 * e2n + 2 * sn * (1 - u) if sampler == "ddpm" else u * e2n + 2 * sn * (1 - np.sqrt(u))
-        return float(np.sum(dk * per) / numel)
+        return float(np.sum(dk * ideal_terms(sn, e2n, sigma2, sampler, runs)) / numel)
 
     s2 = choice.sigma2 if choice.helps else 0.0
     return AutoT0(
@@ -335,6 +338,7 @@ def choose_t0(
         unknown_fraction=float(d.mean()),
         sampler=sampler,
         basis="given",
+        runs=int(runs),
     )
 
 
@@ -357,6 +361,7 @@ def auto_t0(
     basis: str = "fourier",
     probes: int = 32,
     device: torch.device | str = "cpu",
+    runs: int = 1,
 ) -> AutoT0:
     r"""``sampler.t0=auto``: estimate what is not given on calibration images and choose t0.
 
@@ -375,6 +380,8 @@ def auto_t0(
             or ``"pixel"``.
         probes: Hutchinson probes for the unknown shares ``d_k``.
         device: where to run the calibration.
+        runs: K: choose t0 for the mean of K runs (``sampler.average=K``; the posterior samples of the
+            calibration are single runs).
 
     Returns:
         :class:`AutoT0`.
@@ -417,6 +424,7 @@ def auto_t0(
         post_var=cal["post_var"].numpy() if need_post else float(post_var),
         unknown_diag=d,
         sampler=sampler,
+        runs=runs,
     )
     choice.source = {
         "init_mse": "calibration" if need_init else "given",

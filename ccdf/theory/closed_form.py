@@ -69,25 +69,53 @@ def wiener_gain(post_var: np.ndarray, sigma2) -> np.ndarray:
     return s / (s + np.asarray(sigma2, dtype=np.float64)[..., None])
 
 
-def ideal_error(post_var: np.ndarray, err2: np.ndarray, sigma2, sampler: str = "ddpm") -> np.ndarray:
-    r"""E(sigma^2) with the exact posterior score (docs/reference/THEORY.md §3 and Proposition 1).
+def ideal_terms(post_var, err2, sigma2, sampler: str = "ddpm", runs: int = 1) -> np.ndarray:
+    r"""Per direction, E(sigma^2) with the exact posterior score (docs/reference/THEORY.md §3 and Proposition 1),
+    for one run or for the mean of ``runs`` = K independent runs from the same x_init (``sampler.average=K``).
+
+    With u = s / (s + sigma^2), one direction with posterior variance s, prior mean mu, initial error e and
+    forward noise sigma n_k of run k: DDPM (an exact posterior sample of the diffused problem) returns
+    ``u (x_init + sigma n_k) + (1 - u) mu + sqrt(s (1 - u)) z_k``, and DDIM (the probability-flow map)
+    ``sqrt(u) (x_init + sigma n_k - mu) + mu``. Averaging K runs divides the variance of the run's own noise
+    (n_k, z_k) by K and keeps the rest:
+
+    * DDPM: ``u^2 e^2 + s (1 - u) [(1 - u) + (1 + u) / K]`` (K = 1: ``u^2 e^2 + 2 s (1 - u)``);
+    * DDIM: ``u e^2 + s (1 - sqrt u)^2 + s (1 - u) / K`` (K = 1: ``u e^2 + 2 s (1 - sqrt u)``).
+
+    Args:
+        post_var: posterior variances s_k; err2: squared initial errors e_k^2 (broadcast against each other).
+        sigma2: scalar or ``[M]`` noise levels (0 = no diffusion); the result has the shape
+            ``broadcast(sigma2[..., None], post_var)``.
+        sampler: ``"ddpm"`` or ``"ddim"`` (eta = 0, continuum limit).
+        runs: K >= 1.
+    """
+    _check_sampler(sampler)
+    if isinstance(runs, bool) or int(runs) != runs or int(runs) < 1:
+        raise ValueError(f"runs (sampler.average) must be an integer >= 1, got {runs!r}")
+    s = np.asarray(post_var, dtype=np.float64)
+    e2 = np.asarray(err2, dtype=np.float64)
+    u = wiener_gain(s, sigma2)
+    k = int(runs)
+    if sampler == "ddpm":
+        return u**2 * e2 + 2 * s * (1 - u) if k == 1 else u**2 * e2 + s * (1 - u) * ((1 - u) + (1 + u) / k)
+    return u * e2 + 2 * s * (1 - np.sqrt(u)) if k == 1 else u * e2 + s * (1 - np.sqrt(u)) ** 2 + s * (1 - u) / k
+
+
+def ideal_error(post_var: np.ndarray, err2: np.ndarray, sigma2, sampler: str = "ddpm", runs: int = 1) -> np.ndarray:
+    r"""E(sigma^2) with the exact posterior score (docs/reference/THEORY.md §3 and Proposition 1), summed over
+    the directions (:func:`ideal_terms`; ``runs`` = K: the mean of K independent runs).
 
     Args:
         post_var: ``[K]`` posterior variances s_k.
         err2: ``[K]`` squared initial errors e_k^2 (or their expectations) along the same directions.
         sigma2: scalar or ``[M]`` noise levels (0 = no diffusion).
         sampler: ``"ddpm"`` or ``"ddim"`` (eta = 0, continuum limit).
+        runs: the number of averaged runs.
 
     Returns:
         ``E`` with the shape of ``sigma2``.
     """
-    _check_sampler(sampler)
-    s = np.asarray(post_var, dtype=np.float64)
-    e2 = np.asarray(err2, dtype=np.float64)
-    u = wiener_gain(s, sigma2)
-    if sampler == "ddpm":
-        return np.sum(u**2 * e2 + 2 * s * (1 - u), axis=-1)
-    return np.sum(u * e2 + 2 * s * (1 - np.sqrt(u)), axis=-1)
+    return np.sum(ideal_terms(post_var, err2, sigma2, sampler, runs), axis=-1)
 
 
 def ideal_distance(post_var: np.ndarray, err2: np.ndarray, sigma2, sampler: str = "ddpm") -> np.ndarray:
@@ -225,14 +253,17 @@ def correlated_init_error(post_var, err2_indep, kappa: float, sigma2, sampler: s
     return np.sum(s * (2 - 2 * kappa * g + (kappa**2 - 1) * g**2) + g**2 * e2, axis=-1)
 
 
-def ideal_curve(schedule, num_steps: int, post_var, err2, sampler: str = "ddpm", chunk: int = 8192) -> np.ndarray:
-    """Ideal E at every grid N' = 0..N (``[N+1]``), summing over directions in chunks (any size)."""
+def ideal_curve(
+    schedule, num_steps: int, post_var, err2, sampler: str = "ddpm", chunk: int = 8192, runs: int = 1
+) -> np.ndarray:
+    """Ideal E at every grid N' = 0..N (``[N+1]``), summing over directions in chunks (any size); ``runs`` = K:
+    of the mean of K runs."""
     s2 = grid_sigma2(schedule, num_steps)
     s = np.asarray(post_var, dtype=np.float64).reshape(-1)
     e2 = np.broadcast_to(np.asarray(err2, dtype=np.float64).reshape(-1), s.shape)
     out = np.zeros_like(s2)
     for k in range(0, s.size, chunk):
-        out += ideal_error(s[k : k + chunk], e2[k : k + chunk], s2, sampler)
+        out += ideal_error(s[k : k + chunk], e2[k : k + chunk], s2, sampler, runs)
     return out
 
 
@@ -256,7 +287,7 @@ class T0Choice:
     error_no_diffusion: float
 
 
-def optimal_t0(schedule, num_steps: int, post_var, err2, sampler: str = "ddpm") -> T0Choice:
+def optimal_t0(schedule, num_steps: int, post_var, err2, sampler: str = "ddpm", runs: int = 1) -> T0Choice:
     r"""MSE-optimal CCDF start time from per-direction posterior variances and initial errors (ideal model).
 
     Minimises the closed-form E (exact posterior score; DDPM ``u``, DDIM ``sqrt u``) over the sampler's
@@ -269,6 +300,7 @@ def optimal_t0(schedule, num_steps: int, post_var, err2, sampler: str = "ddpm") 
         post_var: ``[K]`` (any shape) posterior variances s_k > 0.
         err2: squared initial errors e_k^2, same shape (or broadcastable).
         sampler: ``"ddpm"`` or ``"ddim"``.
+        runs: K, for the mean of K independent runs (``sampler.average=K``; :func:`ideal_terms`).
 
     Returns:
         :class:`T0Choice`; ``t0`` is clamped to ``[1/N, 1]``, and ``helps`` is False when N' = 0 wins.
@@ -277,7 +309,7 @@ def optimal_t0(schedule, num_steps: int, post_var, err2, sampler: str = "ddpm") 
     s = np.asarray(post_var, dtype=np.float64).reshape(-1)
     if s.size == 0 or np.any(s <= 0):
         raise ValueError("post_var must be non-empty and positive")
-    curve = ideal_curve(schedule, num_steps, s, err2, sampler)
+    curve = ideal_curve(schedule, num_steps, s, err2, sampler, runs=runs)
     j = int(np.argmin(curve))
     t_grid = schedule.timesteps(num_steps, 1.0).flip(0).double().numpy()
     s2 = grid_sigma2(schedule, num_steps)
