@@ -1,7 +1,7 @@
 """The budget question (issue 15, item 5): one warm start with N' = B or the mean of K with N' = B/K?
 
     python experiments/budget.py            # exact part only
-    python experiments/budget.py --demo     # also the demo prior: 380 s in all, measured on the busy shared CPU
+    python experiments/budget.py --demo     # also the demo prior: 25 s in all on an idle 2-core CPU
 
 Exact part (ccdf.theory.budget): THEORY's box inpainting (16 x 16 power-law prior, central 8 x 8
 hole, iso initial error), the project's DDPM (beta) on the linear VP chain; for budgets

@@ -1,6 +1,6 @@
 """Measured contraction of one CCDF step for the learned demo prior and the Gaussian prior (issue #15, item 1).
 
-    python experiments/contraction.py                 # ~10 minutes on 2 CPU cores (float64, 2 images)
+    python experiments/contraction.py                 # ~2 minutes on 2 CPU cores (float64, 2 images)
     python experiments/contraction.py --every 5 --iters 40 --images 4
 
 The same measurement as ``python run.py task=theory`` (theory.json's ``contraction``, ~1 minute with one image
