@@ -97,8 +97,8 @@ def ideal_terms(post_var, err2, sigma2, sampler: str = "ddpm", runs: int = 1) ->
     u = wiener_gain(s, sigma2)
     k = int(runs)
     if sampler == "ddpm":
-        return u**2 * e2 + 2 * s * (1 - u) if k == 1 else u**2 * e2 + s * (1 - u) * ((1 - u) + (1 + u) / k)
-    return u * e2 + 2 * s * (1 - np.sqrt(u)) if k == 1 else u * e2 + s * (1 - np.sqrt(u)) ** 2 + s * (1 - u) / k
+        return u**2 * e2 + s * (1 - u) * ((1 - u) + (1 + u) / k)
+    return u * e2 + s * (1 - np.sqrt(u)) ** 2 + s * (1 - u) / k
 
 
 def ideal_error(post_var: np.ndarray, err2: np.ndarray, sigma2, sampler: str = "ddpm", runs: int = 1) -> np.ndarray:

@@ -69,21 +69,6 @@ def check_settings(
         raise ValueError(f"theory.contraction.double must be true or false, got {double!r}")
 
 
-def gaussian_step_norm(variances: np.ndarray, schedule, num_steps: int) -> np.ndarray:
-    """``||M_j||_2 = max_k m_j(s_k)`` of the DDPM step (variance beta) with the exact Gaussian denoiser, ``[N+1]``
-    (entry 0 nan): the step's linear part is diagonal in the prior's frequency basis."""
-    from ccdf.theory.propagation import grid_coefficients
-
-    _, alpha, sigma = grid_coefficients(schedule, num_steps)
-    out = np.full(num_steps + 1, np.nan)
-    for j in range(1, num_steps + 1):
-        a_t, s_t, a_s, s_s = alpha[j], sigma[j], alpha[j - 1], sigma[j - 1]
-        var_ts = max(s_t**2 - (a_t / a_s) ** 2 * s_s**2, 0.0)
-        gain = a_t * variances / (a_t**2 * variances + s_t**2)
-        out[j] = float(np.max(np.abs((a_s * var_ts / s_t**2) * gain + (a_t / a_s) * s_s**2 / s_t**2)))
-    return out
-
-
 def measured_contraction(
     denoisers=DENOISERS, *, num_steps=100, every=10, iters=20, tol=1e-4, images=1, size=32, hole=12, double=False,
     seed=0, progress=None,
@@ -113,6 +98,7 @@ def measured_contraction(
     from ccdf.operators import Inpainting
     from ccdf.schedules import DiscreteVP
     from ccdf.theory.contraction import measure_contraction
+    from ccdf.theory.paper import contraction_factor
 
     check_settings(
         denoisers, num_steps=num_steps, every=every, iters=iters, tol=tol, images=images, size=size, hole=hole,
@@ -153,7 +139,10 @@ def measured_contraction(
     result["level"] = c.level.tolist()
     result["t"] = c.t.tolist()
     result["paper_lambda"] = c.paper_lambda.tolist()
-    exact = gaussian_step_norm(prior.power(size, size).double().numpy(), schedule, int(num_steps))
+    # the step's linear part is diagonal in the prior's frequency basis with entries m_j(s_k), which grow with s_k:
+    # its norm max_k m_j(s_k) is m_j at the largest per-frequency variance (docs/reference/THEORY.md §4)
+    s_max = float(prior.power(size, size).double().max())
+    exact = contraction_factor(schedule, int(num_steps), s_max)
     result["gaussian_exact_step_norm"] = exact[c.level].tolist()
     summary: dict[str, Any] = {}
     inner = c.level > 1  # the paper's lambda_1 = 0
