@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ccdf.utils.text import fmt_keys  # re-exported: the checkpoint modules' key lists
+
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
@@ -58,10 +60,3 @@ class CheckpointMismatchError(CheckpointError):
         self.unexpected = sorted(unexpected)
         self.mismatched = sorted(mismatched)
         self.matches = list(matches)
-
-
-def fmt_keys(keys: Iterable[str], limit: int = 12) -> str:
-    """``a, b, c, ... (N more)``: long key lists are truncated."""
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")

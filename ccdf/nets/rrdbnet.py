@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ccdf.utils.text import fmt_keys
+
 __all__ = [
     "RRDBNet",
     "RRDB",
@@ -242,12 +244,6 @@ def _key_map(namer: Callable[[str, int, int], str], num_block: int, num_up: int)
     return out
 
 
-def _fmt(keys: Iterable[str], limit: int = 30) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def _rename_strict(sd: Mapping[str, Tensor], mapping: Mapping[str, str], what: str) -> dict[str, Tensor]:
     """Rename ``sd`` by ``mapping`` (source key -> target key); every key must match exactly."""
     unknown = set(sd) - set(mapping)
@@ -255,9 +251,9 @@ def _rename_strict(sd: Mapping[str, Tensor], mapping: Mapping[str, str], what: s
     if unknown or missing:
         msg = [f"state dict does not match the {what} RRDBNet layout"]
         if unknown:
-            msg.append(f"unknown keys ({len(unknown)}): {_fmt(unknown)}")
+            msg.append(f"unknown keys ({len(unknown)}): {fmt_keys(unknown, 30)}")
         if missing:
-            msg.append(f"missing keys ({len(missing)}): {_fmt(missing)}")
+            msg.append(f"missing keys ({len(missing)}): {fmt_keys(missing, 30)}")
         raise ValueError("; ".join(msg))
     return {dst: sd[src] for src, dst in mapping.items()}
 
@@ -273,7 +269,7 @@ def _check_num_up(num_up: int, what: str, sd: Mapping[str, Tensor]) -> None:
         found = "no recognisable" if num_up < 1 else f"{num_up}"
         raise ValueError(
             f"{what} state dict ({len(sd)} keys) has {found} upsampling stage(s); RRDBNet "
-            f"supports 2, 3 or 4 (x4, x8, x16); keys: {_fmt(sd, 10)}"
+            f"supports 2, 3 or 4 (x4, x8, x16); keys: {fmt_keys(sd, 10)}"
         )
 
 
